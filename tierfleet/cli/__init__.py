@@ -1,0 +1,45 @@
+"""The ``tierfleet`` command: a thin click layer over the library.
+
+Subcommands live one noun per module (``preflight``, ``lab``, ...) and are added in
+:func:`make_cli`. Library errors are mapped to messages and exit codes only in :func:`main`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from tierfleet import __version__
+from tierfleet.exceptions import TierfleetError
+
+
+def make_cli() -> click.Group:
+    """Build the click group with every subcommand attached."""
+
+    @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+    @click.version_option(__version__, prog_name="tierfleet")
+    def cli() -> None:
+        """Provision and operate quantized DeepSeek-R1 distilled LLMs on fleets."""
+
+    from tierfleet.cli import lab
+
+    cli.add_command(lab.lab)
+    return cli
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI and turn library errors into one-line messages and exit codes."""
+    cli = make_cli()
+    try:
+        rv = cli.main(args=argv, prog_name="tierfleet", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except TierfleetError as exc:
+        click.echo(f"tierfleet: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    sys.exit(rv if isinstance(rv, int) else 0)
