@@ -1,0 +1,218 @@
+"""CPU facts: topology (physical cores, SMT siblings, NUMA, big.LITTLE), ISA flags, cpufreq."""
+
+from __future__ import annotations
+
+import re
+from typing import TypedDict
+
+from pyinfra.api import FactBase
+
+from tierfleet.facts._util import parse_cpu_list, parse_grep_h, to_int
+
+SYS_CPU = "/sys/devices/system/cpu"
+_CPU_FILE_RE = re.compile(r"^/sys/devices/system/cpu/cpu(?P<cpu>\d+)/(?:topology/)?(?P<file>[a-z_]+)$")
+_NODE_RE = re.compile(r"^/sys/devices/system/node/node(?P<node>\d+)/cpulist$")
+
+
+class CpuTopologyInfo(TypedDict):
+    online: list[int]
+    #: physical cores, each the sorted list of its online logical CPUs (SMT siblings)
+    cores: list[list[int]]
+    packages: int
+    numa_nodes: dict[int, list[int]]
+    #: ``cpu_capacity`` per CPU on big.LITTLE parts (1024 = biggest), empty elsewhere
+    capacity: dict[int, int]
+    smt: bool
+
+
+def parse_topology(lines: list[str]) -> CpuTopologyInfo | None:
+    """Parse ``grep -s -H .`` over the CPU topology files; ``None`` if ``online`` is unreadable.
+
+    >>> topo = parse_topology([
+    ...     "/sys/devices/system/cpu/online:0-3",
+    ...     "/sys/devices/system/cpu/cpu0/topology/core_cpus_list:0,2",
+    ...     "/sys/devices/system/cpu/cpu1/topology/core_cpus_list:1,3",
+    ...     "/sys/devices/system/cpu/cpu2/topology/core_cpus_list:0,2",
+    ...     "/sys/devices/system/cpu/cpu3/topology/core_cpus_list:1,3",
+    ... ])
+    >>> topo["cores"], topo["smt"]
+    ([[0, 2], [1, 3]], True)
+    """
+    values = parse_grep_h(lines)
+    online = parse_cpu_list(values.get(f"{SYS_CPU}/online"))
+    if not online:
+        return None
+
+    per_cpu: dict[int, dict[str, str]] = {}
+    numa: dict[int, list[int]] = {}
+    for path, value in values.items():
+        if match := _CPU_FILE_RE.match(path):
+            per_cpu.setdefault(int(match["cpu"]), {})[match["file"]] = value
+        elif match := _NODE_RE.match(path):
+            numa[int(match["node"])] = parse_cpu_list(value) or []
+
+    online_set = set(online)
+    cores: set[tuple[int, ...]] = set()
+    packages: set[str] = set()
+    capacity: dict[int, int] = {}
+    for cpu in online:
+        files = per_cpu.get(cpu, {})
+        siblings = parse_cpu_list(files.get("core_cpus_list") or files.get("thread_siblings_list"))
+        siblings = [s for s in (siblings or [cpu]) if s in online_set] or [cpu]
+        cores.add(tuple(siblings))
+        packages.add(files.get("physical_package_id", "0"))
+        cap = to_int(files.get("cpu_capacity"))
+        if cap is not None:
+            capacity[cpu] = cap
+
+    core_lists = sorted(list(core) for core in cores)
+    return CpuTopologyInfo(
+        online=online,
+        cores=core_lists,
+        packages=len(packages),
+        numa_nodes=dict(sorted(numa.items())),
+        capacity=capacity if len(set(capacity.values())) > 1 else {},
+        smt=any(len(core) > 1 for core in core_lists),
+    )
+
+
+class CpuTopology(FactBase[CpuTopologyInfo | None]):
+    """Online CPUs grouped into physical cores, packages, NUMA nodes and (big.LITTLE) capacities.
+
+    Reads ``/sys/devices/system/cpu/online``, ``cpuN/topology/{core_cpus_list,thread_siblings_list,
+    physical_package_id}``, ``cpuN/cpu_capacity`` and ``/sys/devices/system/node/nodeN/cpulist``.
+    """
+
+    def command(self) -> str:
+        return (
+            f"grep -s -H . {SYS_CPU}/online "
+            f"{SYS_CPU}/cpu[0-9]*/topology/core_cpus_list {SYS_CPU}/cpu[0-9]*/topology/thread_siblings_list "
+            f"{SYS_CPU}/cpu[0-9]*/topology/physical_package_id {SYS_CPU}/cpu[0-9]*/cpu_capacity "
+            "/sys/devices/system/node/node[0-9]*/cpulist; true"
+        )
+
+    def process(self, output: list[str]) -> CpuTopologyInfo | None:
+        return parse_topology(output)
+
+
+class CpuIsaInfo(TypedDict):
+    model: str | None
+    flags: list[str]
+    #: runtime build variant this CPU can run: ``avx512``, ``avx2``, ``neon`` or ``generic``
+    variant: str
+
+
+def isa_variant(flags: set[str]) -> str:
+    """Pick the llama.cpp CPU build variant for a set of ``/proc/cpuinfo`` flags.
+
+    >>> isa_variant({"avx2", "avx512f", "fma"}), isa_variant({"avx2", "fma"}), isa_variant({"asimd"}), isa_variant(set())
+    ('avx512', 'avx2', 'neon', 'generic')
+    """
+    if "avx512f" in flags:
+        return "avx512"
+    if "avx2" in flags and "fma" in flags:
+        return "avx2"
+    if "asimd" in flags or "neon" in flags:
+        return "neon"
+    return "generic"
+
+
+def parse_cpuinfo(lines: list[str]) -> CpuIsaInfo:
+    """Parse the ``flags``/``Features`` and ``model name`` lines of ``/proc/cpuinfo``.
+
+    >>> info = parse_cpuinfo(["Features\\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics", "CPU part\\t: 0xd42"])
+    >>> info["variant"], info["model"]
+    ('neon', None)
+    """
+    flags: list[str] = []
+    model = None
+    for line in lines:
+        key, sep, value = line.partition(":")
+        key = key.strip().lower()
+        if not sep:
+            continue
+        if key in ("flags", "features") and not flags:
+            flags = value.split()
+        elif key == "model name" and model is None:
+            model = value.strip() or None
+    return CpuIsaInfo(model=model, flags=flags, variant=isa_variant(set(flags)))
+
+
+class CpuIsa(FactBase[CpuIsaInfo]):
+    """CPU model and ISA flags from ``/proc/cpuinfo``, and the runtime variant they allow."""
+
+    @staticmethod
+    def default() -> CpuIsaInfo:
+        return CpuIsaInfo(model=None, flags=[], variant="generic")
+
+    def command(self) -> str:
+        return "grep -m 1 -E '^(flags|Features)' /proc/cpuinfo; grep -m 1 '^model name' /proc/cpuinfo; true"
+
+    def process(self, output: list[str]) -> CpuIsaInfo:
+        return parse_cpuinfo(output)
+
+
+class CpuFreqInfo(TypedDict):
+    driver: str | None
+    governors: list[str]
+    #: per policy: ``{"governor": ..., "epp": ..., "cpus": [...]}``
+    policies: dict[int, dict[str, str]]
+    epp_available: list[str]
+    intel_pstate: str | None
+
+
+_POLICY_RE = re.compile(r"^/sys/devices/system/cpu/cpufreq/policy(?P<n>\d+)/(?P<file>[a-z_]+)$")
+CPUFREQ_FILES = (
+    "scaling_driver",
+    "scaling_governor",
+    "scaling_available_governors",
+    "energy_performance_preference",
+    "energy_performance_available_preferences",
+    "affected_cpus",
+)
+
+
+def parse_cpufreq(lines: list[str]) -> CpuFreqInfo | None:
+    """Parse ``grep -s -H .`` over the cpufreq policy files; ``None`` when there is no cpufreq.
+
+    >>> info = parse_cpufreq([
+    ...     "/sys/devices/system/cpu/cpufreq/policy0/scaling_driver:intel_pstate",
+    ...     "/sys/devices/system/cpu/cpufreq/policy0/scaling_available_governors:performance powersave",
+    ...     "/sys/devices/system/cpu/cpufreq/policy0/scaling_governor:powersave",
+    ... ])
+    >>> info["driver"], info["governors"], info["policies"][0]["governor"]
+    ('intel_pstate', ['performance', 'powersave'], 'powersave')
+    """
+    values = parse_grep_h(lines)
+    policies: dict[int, dict[str, str]] = {}
+    for path, value in values.items():
+        if match := _POLICY_RE.match(path):
+            policies.setdefault(int(match["n"]), {})[match["file"]] = value
+    if not policies:
+        return None
+    first = policies[min(policies)]
+    return CpuFreqInfo(
+        driver=first.get("scaling_driver"),
+        governors=first.get("scaling_available_governors", "").split(),
+        policies={
+            n: {
+                "governor": p.get("scaling_governor", ""),
+                "epp": p.get("energy_performance_preference", ""),
+                "cpus": p.get("affected_cpus", ""),
+            }
+            for n, p in sorted(policies.items())
+        },
+        epp_available=first.get("energy_performance_available_preferences", "").split(),
+        intel_pstate=values.get(f"{SYS_CPU}/intel_pstate/status"),
+    )
+
+
+class CpuFreq(FactBase[CpuFreqInfo | None]):
+    """cpufreq driver, available governors and per-policy governor/EPP; ``None`` without cpufreq."""
+
+    def command(self) -> str:
+        files = " ".join(f"{SYS_CPU}/cpufreq/policy[0-9]*/{name}" for name in CPUFREQ_FILES)
+        return f"grep -s -H . {files} {SYS_CPU}/intel_pstate/status; true"
+
+    def process(self, output: list[str]) -> CpuFreqInfo | None:
+        return parse_cpufreq(output)

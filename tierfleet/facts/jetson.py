@@ -1,0 +1,151 @@
+"""Jetson facts: board model, SoC, L4T release and JetPack version.
+
+Sources, in order: ``/proc/device-tree/{model,compatible}`` (falling back to
+``/sys/firmware/devicetree/base``, which ``/proc/device-tree`` links to on Jetsons),
+``/etc/nv_tegra_release`` (first line, e.g. ``# R36 (release), REVISION: 4.3, ...``) and, when that file
+is missing, the version of the ``nvidia-l4t-core`` package.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TypedDict
+
+from pyinfra.api import FactBase
+
+from tierfleet.facts._util import parse_key_values
+
+#: SoC compatible string -> (family, apt repository component of the L4T apt source)
+SOCS: dict[str, tuple[str, str]] = {
+    "tegra210": ("Nano/TX1", "t210"),
+    "tegra186": ("TX2", "t186"),
+    "tegra194": ("Xavier", "t194"),
+    "tegra234": ("Orin", "t234"),
+    "tegra264": ("Thor", "t264"),
+}
+
+#: L4T release -> JetPack version. Most specific prefix wins.
+L4T_TO_JETPACK: dict[str, str] = {
+    "38.4": "7.1",
+    "38.2": "7.0",
+    "36.5.0": "6.2.1",
+    "36.4.7": "6.2.1",
+    "36.4.4": "6.2.1",
+    "36.4.3": "6.2",
+    "36.4.2": "6.1.1",
+    "36.4.0": "6.1",
+    "36.3": "6.0",
+    "36.2": "6.0 DP",
+    "35.6": "5.1.4",
+    "35.5": "5.1.3",
+    "35.4": "5.1.2",
+    "35.3": "5.1.1",
+    "35.2": "5.1",
+    "35.1": "5.0.2",
+    "32.7.6": "4.6.6",
+    "32.7.5": "4.6.5",
+    "32.7.4": "4.6.4",
+    "32.7.3": "4.6.3",
+    "32.7.2": "4.6.2",
+    "32.7.1": "4.6.1",
+    "32.6": "4.6",
+    "32.5": "4.5",
+}
+
+_RELEASE_RE = re.compile(r"#\s*R(?P<major>\d+)\s*\(release\),\s*REVISION:\s*(?P<rev>\d+(?:\.\d+)*)")
+_PACKAGE_RE = re.compile(r"^(?P<version>\d+\.\d+(?:\.\d+)?)")
+
+
+class JetsonInfo(TypedDict):
+    model: str | None
+    soc: str | None
+    family: str | None
+    apt_soc: str | None
+    l4t: str | None
+    jetpack: str | None
+    l4t_source: str | None
+
+
+def parse_l4t_release(line: str) -> str | None:
+    """Parse the first line of ``/etc/nv_tegra_release`` into an L4T version.
+
+    >>> parse_l4t_release("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64")
+    '36.4.3'
+    >>> parse_l4t_release("garbage") is None
+    True
+    """
+    match = _RELEASE_RE.search(line)
+    if not match:
+        return None
+    return f"{match['major']}.{match['rev']}"
+
+
+def parse_l4t_package_version(version: str) -> str | None:
+    """Parse the ``nvidia-l4t-core`` package version (``36.4.3-20250107174145``) into an L4T version.
+
+    >>> parse_l4t_package_version("32.7.6-20241104234540")
+    '32.7.6'
+    """
+    match = _PACKAGE_RE.match(version.strip())
+    return match["version"] if match else None
+
+
+def jetpack_for(l4t: str | None) -> str | None:
+    """Map an L4T version to its JetPack release (most specific table prefix wins).
+
+    >>> jetpack_for("36.4.3"), jetpack_for("35.4.1"), jetpack_for("32.7.6"), jetpack_for("99.1")
+    ('6.2', '5.1.2', '4.6.6', None)
+    """
+    if not l4t:
+        return None
+    parts = l4t.split(".")
+    for n in range(len(parts), 0, -1):
+        jetpack = L4T_TO_JETPACK.get(".".join(parts[:n]))
+        if jetpack:
+            return jetpack
+    return None
+
+
+class Jetson(FactBase[JetsonInfo | None]):
+    """Jetson identity, or ``None`` on anything that is not a Jetson.
+
+    .. code:: python
+
+        {"model": "NVIDIA Jetson Orin Nano Developer Kit", "soc": "tegra234", "family": "Orin",
+         "apt_soc": "t234", "l4t": "36.4.3", "jetpack": "6.2", "l4t_source": "nv_tegra_release"}
+    """
+
+    def command(self) -> str:
+        return (
+            "for d in /proc/device-tree /sys/firmware/devicetree/base; do "
+            'if [ -r "$d/model" ]; then '
+            "printf 'model='; tr -d '\\000' < \"$d/model\"; echo; "
+            "printf 'compatible='; tr '\\000' ' ' < \"$d/compatible\" 2>/dev/null; echo; break; fi; "
+            "done; "
+            "if [ -r /etc/nv_tegra_release ]; then printf 'nv_tegra_release='; head -n 1 /etc/nv_tegra_release; fi; "
+            "printf 'l4t_core='; dpkg-query -W -f='${Version}' nvidia-l4t-core 2>/dev/null; echo; true"
+        )
+
+    def process(self, output: list[str]) -> JetsonInfo | None:
+        values = parse_key_values(output)
+        compatible = values.get("compatible", "").split()
+        soc = next((c.split(",", 1)[1] for c in compatible if c.startswith("nvidia,tegra")), None)
+
+        l4t, source = None, None
+        if values.get("nv_tegra_release"):
+            l4t, source = parse_l4t_release(values["nv_tegra_release"]), "nv_tegra_release"
+        if l4t is None and values.get("l4t_core"):
+            l4t, source = parse_l4t_package_version(values["l4t_core"]), "nvidia-l4t-core"
+        if soc is None and l4t is None:
+            return None
+
+        family, apt_soc = SOCS.get(soc or "", (None, None))
+        return JetsonInfo(
+            model=values.get("model") or None,
+            soc=soc,
+            family=family,
+            apt_soc=apt_soc,
+            l4t=l4t,
+            jetpack=jetpack_for(l4t),
+            l4t_source=source if l4t else None,
+        )
