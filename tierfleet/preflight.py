@@ -100,13 +100,13 @@ def evaluate(profile: HostProfile, tier: Tier, model: ModelArtifact | None = Non
             checks.append(_at_least("GPU memory", gpu_need, profile.gpu_memory_bytes, fmt_gb))
         checks.append(_at_least("RAM", req.ram_gb * GB, profile.ram_bytes, fmt_gb))
     else:
-        checks.append(Check("GPU memory", "n/a", "CPU only: model in RAM", True))
+        checks.append(Check("GPU memory", "n/a", "n/a (CPU only, model in RAM)", True))
         checks.append(_at_least("RAM", max(req.ram_gb * GB, model_bytes), profile.ram_bytes, fmt_gb))
 
     checks.append(_at_least("cores", req.cores, profile.physical_cores, str))
     disk_check = _at_least("disk", max(req.disk_gb * GB, model_bytes), profile.disk_free_bytes, fmt_gb)
     if profile.disk_path:
-        disk_check = Check(disk_check.name, disk_check.required, f"{disk_check.actual} at {profile.disk_path}",
+        disk_check = Check(disk_check.name, disk_check.required, disk_check.actual,
                            disk_check.ok, disk_check.note and f"{disk_check.note} free at {profile.disk_path}")
     checks.append(disk_check)
     return checks

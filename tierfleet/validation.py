@@ -46,4 +46,8 @@ def validate(model: type[M], data: Any, source: str, error: type[ConfigError] = 
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        raise error(source, _key(first["loc"]), _problem(first)) from None
+        problem = _problem(first)
+        field = model.model_fields.get(str(first["loc"][0])) if first["loc"] else None
+        if first["type"] == "string_pattern_mismatch" and field is not None and field.description:
+            problem = f"allowed: {field.description} (got {first['input']!r})"
+        raise error(source, _key(first["loc"]), problem) from None

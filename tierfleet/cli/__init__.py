@@ -22,8 +22,10 @@ def make_cli() -> click.Group:
     def cli() -> None:
         """Provision and operate quantized DeepSeek-R1 distilled LLMs on fleets."""
 
-    from tierfleet.cli import lab
+    from tierfleet.cli import catalog, lab, preflight
 
+    cli.add_command(preflight.preflight)
+    cli.add_command(catalog.tiers)
     cli.add_command(lab.lab)
     return cli
 

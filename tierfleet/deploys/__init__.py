@@ -1,0 +1,1 @@
+"""Packaged pyinfra deploys (``@deploy`` functions). The files in the top-level ``deploys/`` call these."""

@@ -1,0 +1,64 @@
+"""pyinfra operation that refuses, with its reason, a host that does not fit its tier.
+
+The refusal fails the host before any later operation runs, so a tier deploy changes nothing there;
+other hosts go on.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host, logger
+from pyinfra.api import FunctionCommand, operation
+from pyinfra.api.exceptions import OperationValueError
+
+from tierfleet.catalog import load_catalog
+from tierfleet.exceptions import ConfigError
+from tierfleet.preflight import Verdict, check_host
+from tierfleet.profile import build_profile, gather_facts
+from tierfleet.settings import HostSettings, host_settings
+
+
+def host_verdict(current_host, tier: str | None = None, catalog_path: str | None = None) -> Verdict:
+    """Read a connected pyinfra host's facts and check it against ``tier`` (default: its ``tier`` data).
+
+    Bad inventory data raises pyinfra's ``OperationValueError`` with the file, key and allowed values.
+    """
+    try:
+        catalog = load_catalog(catalog_path)
+        data = {key: current_host.data.get(key) for key in HostSettings.model_fields}
+        if tier is not None:
+            data["tier"] = tier
+        settings = host_settings(data, catalog, f"inventory: host {current_host.name}")
+    except ConfigError as exc:
+        raise OperationValueError(str(exc)) from None
+    profile = build_profile(current_host.name, gather_facts(current_host, settings.model_dir))
+    return check_host(profile, catalog, settings.tier, settings.model)
+
+
+def _refuse(state, host, reason: str) -> bool:  # noqa: ARG001 - pyinfra passes state and host by name
+    host.log_styled(f"preflight refused: {reason}", fg="red", log_func=logger.error)
+    return False
+
+
+@operation(is_idempotent=True)
+def check(tier: str | None = None, catalog: str | None = None):
+    """Refuse this host unless it fits ``tier`` (default: the host's ``tier`` data, ``auto`` if unset).
+
+    + tier: tier name, or ``auto`` for the highest tier the host fits
+    + catalog: tier catalog YAML (default: the packaged catalog or ``$TIERFLEET_CATALOG``)
+
+    A host that fits is a no-op. A host that does not fit fails here with the reason, e.g.
+    ``preflight refused: cores: needs 8, has 4``, and runs nothing else.
+
+    **Example:**
+
+    .. code:: python
+
+        from tierfleet.operations import preflight
+        preflight.check(name="Host fits tier basic", tier="basic")
+    """
+    verdict = host_verdict(host, tier, catalog)
+    if verdict.fits:
+        extra = f" (warnings: {'; '.join(verdict.warnings)})" if verdict.warnings else ""
+        host.noop(f"fits tier {verdict.tier}{extra}")
+        return
+    yield FunctionCommand(_refuse, (verdict.reason,), {})
