@@ -5,7 +5,7 @@ Every key has a type, a default and a description here, in one place:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 
@@ -32,6 +32,30 @@ class HostSettings(pydantic.BaseModel):
         default=DEFAULT_MODEL_DIR,
         pattern=r"^/[A-Za-z0-9._/+-]*$",
         description="absolute directory for model releases (letters, digits and ._/+- only)",
+    )
+    runtime_mode: Literal["native", "container"] = pydantic.Field(
+        default="native", description="run llama-server as a systemd service (native) or in a container"
+    )
+    artifact_store: str = pydantic.Field(
+        default="https://artifacts.example.net/tierfleet",
+        pattern=r"^(https?://[A-Za-z0-9.:_/+-]+|/[A-Za-z0-9._/+-]*)$",
+        description="URL (http/https) or absolute local path of the fleet's artifact store",
+    )
+    nvidia_repo: str = pydantic.Field(
+        default="https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2204/x86_64",
+        pattern=r"^https?://[A-Za-z0-9.:_/+-]+$",
+        description="http(s) URL of the NVIDIA CUDA apt repository or the fleet's mirror of it",
+    )
+    nvidia_driver_branch: str = pydantic.Field(
+        default="570", pattern=r"^[0-9]{3}(-open)?$", description="driver branch such as 570 or 570-open"
+    )
+    l4t_repo: str = pydantic.Field(
+        default="https://repo.download.nvidia.com/jetson",
+        pattern=r"^https?://[A-Za-z0-9.:_/+-]+$",
+        description="http(s) URL of the Jetson L4T apt repository or the fleet's mirror of it",
+    )
+    power_profile: str = pydantic.Field(
+        default="balanced", pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="ops daemon profile to start in"
     )
 
 
