@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import click
@@ -21,7 +22,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 
 def console() -> Console:
     """A console on stdout that keeps tables readable in narrow terminals and pipes."""
-    return Console(soft_wrap=False, width=None if click.get_text_stream("stdout").isatty() else 160)
+    return Console(soft_wrap=False, width=None if sys.stdout.isatty() else 200)
 
 
 def echo_json(data: Any) -> None:

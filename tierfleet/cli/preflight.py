@@ -20,9 +20,22 @@ def _cell(result: HostResult, name: str) -> Text:
     if check is None:
         return Text("-", style="dim")
     style = {True: "green", False: "bold red", None: "yellow"}[check.ok]
-    if name == "platform" or check.required == "n/a":
+    if name == "platform":
+        return Text(_platform(result), style=style)
+    if check.required == "n/a":
         return Text(check.actual, style=style)
     return Text(f"{check.actual} / {check.required}", style=style)
+
+
+def _platform(result: HostResult) -> str:
+    p = result.profile
+    if p is None:
+        return "-"
+    if p.platform == "jetson" and p.jetson:
+        return f"jetson {p.jetson.get('family') or p.jetson.get('soc') or '?'}, JetPack {p.jetson.get('jetpack') or '?'}"
+    if p.platform == "gpu":
+        return f"gpu {', '.join(sorted(set(p.gpu_names))) or 'no driver'}"
+    return f"cpu {p.cpu_variant}"
 
 
 def render(results: list[HostResult]) -> Table:

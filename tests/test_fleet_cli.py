@@ -1,0 +1,162 @@
+"""Preflight across a fleet through pyinfra's real API and CLI: ``@fake`` hosts replaying recorded facts,
+``@local`` for this machine, and the ``tierfleet`` CLI through click's CliRunner."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.fleets import fake_inventory
+from tierfleet.cli import make_cli
+from tierfleet.exceptions import InventoryError
+from tierfleet.fleet import load_fleet, preflight_fleet
+
+ROOT = Path(__file__).resolve().parent.parent
+PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
+
+FLEET = {
+    "orin": ("orin-nano", {"tier": "basic"}),
+    "nano-adv": ("nano", {"tier": "advanced"}),
+    "t4": ("gpu-t4", {}),
+    "small": ("cpu-small", {"tier": "auto"}),
+}
+
+
+@pytest.fixture
+def inventory(tmp_path: Path) -> Path:
+    return fake_inventory(tmp_path / "fleet.py", FLEET)
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(make_cli(), list(args), catch_exceptions=False)
+
+
+def test_preflight_fleet_over_fake_connector(inventory, catalog):
+    results = preflight_fleet(load_fleet(str(inventory)), catalog, str(inventory))
+    got = {r.verdict.host: (r.verdict.fits, r.verdict.tier) for r in results}
+    assert got == {
+        "@fake/orin": (True, "basic"),
+        "@fake/nano-adv": (False, "advanced"),
+        "@fake/t4": (True, "advanced"),
+        "@fake/small": (False, None),
+    }
+
+
+def test_limit_and_unknown_limit(inventory, catalog):
+    results = preflight_fleet(load_fleet(str(inventory), limit=("@fake/t4",)), catalog)
+    assert [r.verdict.host for r in results] == ["@fake/t4"]
+    with pytest.raises(InventoryError, match="--limit: no host or group named nope"):
+        load_fleet(str(inventory), limit=("nope",))
+
+
+def test_cli_preflight_json(inventory):
+    result = run_cli("preflight", "-i", str(inventory), "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.output)
+    assert report["ok"] is False
+    hosts = {h["host"]: h for h in report["hosts"]}
+    assert hosts["@fake/nano-adv"]["reason"] == "unified memory: needs 5.5 GB, has 4.2 GB; cores: needs 8, has 4"
+    assert hosts["@fake/t4"]["requested"] == "auto" and hosts["@fake/t4"]["tier"] == "advanced"
+    assert hosts["@fake/t4"]["profile"]["gpu_names"] == ["Tesla T4"]
+    checks = {c["name"]: c for c in hosts["@fake/orin"]["checks"]}
+    assert checks["unified memory"] == {
+        "name": "unified memory", "required": ">= 3.5 GB", "actual": "8.0 GB", "ok": True, "note": ""}
+
+
+def test_cli_preflight_table_and_exit_status(inventory):
+    result = run_cli("preflight", "-i", str(inventory))
+    assert result.exit_code == 1
+    assert "REFUSED" in result.output and "auto -> advanced" in result.output
+    assert "2 of 4 hosts fit their tier." in result.output
+    ok = run_cli("preflight", "-i", str(inventory), "--limit", "@fake/orin", "--limit", "@fake/t4")
+    assert ok.exit_code == 0 and "2 of 2 hosts fit their tier." in ok.output
+
+
+def test_cli_data_override_and_bad_value(inventory):
+    result = run_cli("preflight", "-i", str(inventory), "--limit", "@fake/t4", "--data", "tier=enterprise", "--json")
+    assert json.loads(result.output)["hosts"][0]["reason"] == "cores: needs 16, has 8"
+    bad = subprocess.run(
+        [sys.executable, "-m", "tierfleet", "preflight", "-i", str(inventory), "--data", "tier=gold"],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert bad.returncode == 2
+    assert "fleet.py: host @fake/orin: tier: unknown tier 'gold'; allowed: auto, basic, advanced, enterprise" in bad.stderr
+
+
+def test_cli_missing_inventory_and_bad_option(tmp_path):
+    missing = subprocess.run([sys.executable, "-m", "tierfleet", "preflight", "-i", str(tmp_path / "nope.py")],
+                             capture_output=True, text=True, cwd=ROOT)
+    assert missing.returncode == 2 and "nope.py: (file): no such inventory file" in missing.stderr
+    assert run_cli("preflight").exit_code == 2
+    assert run_cli("preflight", "-i", "x.py", "--data", "novalue").exit_code == 2
+
+
+def test_cli_bad_catalog_exit_code(tmp_path, inventory):
+    bad = tmp_path / "tiers.yaml"
+    bad.write_text("schema: 1\ntiers: {}\n")
+    result = subprocess.run([sys.executable, "-m", "tierfleet", "tiers", "--catalog", str(bad)],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2
+    assert "tiers.yaml: tiers: dictionary should have at least 1 item" in result.stderr
+
+
+def test_cli_tiers():
+    result = run_cli("tiers", "--json")
+    assert [t["name"] for t in json.loads(result.output)["tiers"]] == ["basic", "advanced", "enterprise"]
+    table = run_cli("tiers")
+    assert "DeepSeek-R1-Distill-Qwen-7B Q6_K" in table.output
+
+
+@pytest.mark.parametrize("name", ["edge", "servers", "gpu_nodes"])
+def test_example_inventories_validate(name, catalog):
+    from tierfleet.fleet import settings_for
+
+    state = load_fleet(str(ROOT / "inventory" / f"{name}.py"))
+    settings = settings_for(state, catalog, name)
+    assert settings and all(s.tier in ("auto", *catalog.names) for s in settings.values())
+    assert all(h.data.get("ssh_user") == "deploy" for h in state.inventory)
+
+
+def _pyinfra(inventory: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PYINFRA, "-y", str(inventory), str(ROOT / "deploys" / "preflight.py"), *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=120, env={**os.environ, **(env or {})},
+    )
+
+
+def test_plain_pyinfra_preflight_deploy_refuses_unfit_hosts(inventory):
+    run = _pyinfra(inventory)
+    assert run.returncode == 1
+    out = run.stdout + run.stderr
+    assert re.search(r"\[@fake/nano-adv\]\s+preflight refused: unified memory: needs 5.5 GB, has 4.2 GB; "
+                     r"cores: needs 8, has 4", out)
+    assert re.search(r"\[@fake/small\]\s+preflight refused: no tier fits", out)
+    assert not re.search(r"\[@fake/(orin|t4)\]\s+preflight refused", out)
+
+
+def test_plain_pyinfra_preflight_deploy_passes_when_all_fit(inventory):
+    run = _pyinfra(inventory, "--limit", "@fake/orin,@fake/t4")
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_local_host_for_real(tmp_path):
+    """@local runs the real fact commands on this machine; a catalog sized for it passes, the default refuses."""
+    inv = tmp_path / "local.py"
+    inv.write_text('hosts = [("@local", {"tier": "auto"})]\n')
+    refused = run_cli("preflight", "-i", str(inv), "--json")
+    report = json.loads(refused.output)["hosts"][0]
+    profile = report["profile"]
+    assert profile["physical_cores"] == os.cpu_count() or profile["physical_cores"] <= os.cpu_count()
+    assert profile["ram_bytes"] > 0 and profile["disk_free_bytes"] > 0 and profile["platform"] == "cpu"
+
+    catalog = (ROOT / "tierfleet" / "data" / "tiers.yaml").read_text().replace("cores: 4\n", "cores: 1\n", 1)
+    (tmp_path / "tiers.yaml").write_text(catalog)
+    run = _pyinfra(inv, "--data", "tier=basic", env={"TIERFLEET_CATALOG": str(tmp_path / "tiers.yaml")})
+    assert run.returncode == 0, run.stdout + run.stderr

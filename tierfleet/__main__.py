@@ -1,0 +1,3 @@
+from tierfleet.cli import main
+
+main()
