@@ -5,6 +5,7 @@ Every key has a type, a default and a description here, in one place:
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import pydantic
@@ -12,6 +13,8 @@ import pydantic
 from tierfleet.catalog import Catalog, ModelArtifact
 from tierfleet.exceptions import InventoryError
 from tierfleet.validation import validate
+
+_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]+$")
 
 DEFAULT_MODEL_DIR = "/var/lib/tierfleet/models"
 
@@ -46,6 +49,15 @@ class HostSettings(pydantic.BaseModel):
         pattern=r"^https?://[A-Za-z0-9.:_/+-]+$",
         description="http(s) URL of the NVIDIA CUDA apt repository or the fleet's mirror of it",
     )
+    nvidia_repo_key: str = pydantic.Field(
+        default="https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2204/x86_64/3bf863cc.pub",
+        pattern=r"^https?://[A-Za-z0-9.:_/+-]+$",
+        description="http(s) URL of the ASCII-armoured key that signs the NVIDIA repository",
+    )
+    nvidia_cuda_packages: tuple[str, ...] = pydantic.Field(
+        default=("cuda-cudart-12-8", "libcublas-12-8"),
+        description="CUDA runtime libraries llama-server needs on GPU nodes (apt package names)",
+    )
     nvidia_driver_branch: str = pydantic.Field(
         default="570", pattern=r"^[0-9]{3}(-open)?$", description="driver branch such as 570 or 570-open"
     )
@@ -53,6 +65,14 @@ class HostSettings(pydantic.BaseModel):
         default="https://repo.download.nvidia.com/jetson",
         pattern=r"^https?://[A-Za-z0-9.:_/+-]+$",
         description="http(s) URL of the Jetson L4T apt repository or the fleet's mirror of it",
+    )
+    l4t_repo_key: str = pydantic.Field(
+        default="https://repo.download.nvidia.com/jetson/jetson-ota-public.asc",
+        pattern=r"^https?://[A-Za-z0-9.:_/+-]+$",
+        description="http(s) URL of the ASCII-armoured key that signs the L4T repository",
+    )
+    jetpack_packages: tuple[str, ...] = pydantic.Field(
+        default=("nvidia-cuda",), description="JetPack components to install on Jetsons (never nvidia-cuda-toolkit)"
     )
     power_profile: str = pydantic.Field(
         default="balanced", pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="ops daemon profile to start in"
@@ -76,6 +96,11 @@ def host_settings(data: dict[str, Any], catalog: Catalog, source: str) -> HostSe
     """
     present = {key: data[key] for key in KEYS if data.get(key) is not None}
     settings = validate(HostSettings, present, source, error=InventoryError)
+    for key in ("nvidia_cuda_packages", "jetpack_packages"):
+        for package in getattr(settings, key):
+            if not _PACKAGE_RE.match(package) or (key == "jetpack_packages" and package == "nvidia-cuda-toolkit"):
+                allowed = "Debian package names; never Ubuntu's nvidia-cuda-toolkit on a Jetson"
+                raise InventoryError(source, key, f"{package!r} is not allowed ({allowed})")
     if settings.tier != "auto" and settings.tier not in catalog.tiers:
         allowed = ", ".join(("auto", *catalog.names))
         raise InventoryError(source, "tier", f"unknown tier {settings.tier!r}; allowed: {allowed}")

@@ -1,0 +1,89 @@
+"""Platform stack of a tier deploy, chosen from the host's facts: GPU node, Jetson or CPU server.
+
+- GPU node: NVIDIA apt repository (inventory ``nvidia_repo`` / ``nvidia_repo_key``, so a fleet mirror works),
+  ``cuda-drivers-<branch>`` held with ``apt-mark hold``, nouveau blacklisted, ``nvidia-persistenced`` enabled,
+  CUDA runtime libraries; when the driver changed, a reboot and a check that the loaded module matches.
+  ``nvidia-container-toolkit`` only with ``runtime_mode: container``.
+- Jetson: the L4T apt source for the host's own L4T major.minor and SoC (t210/t194/t234): a minor-release
+  source never crosses a major release, and nothing here reflashes. JetPack components from ``jetpack_packages``.
+- CPU server: nothing to install; the runtime variant follows the CPU flags.
+"""
+
+from __future__ import annotations
+
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import apt, files, server, systemd
+
+from tierfleet.operations import nvidia, packages
+from tierfleet.profile import HostProfile
+from tierfleet.settings import HostSettings
+
+KEYRINGS = "/usr/share/keyrings"
+NOUVEAU_BLACKLIST = "# Managed by tierfleet: the NVIDIA driver needs nouveau out of the way.\nblacklist nouveau\noptions nouveau modeset=0\n"
+
+
+def _apt_source(name: str, key_url: str, lines: list[str]) -> bool:
+    """Install a signed apt source (ASCII-armoured key + list file); return True if it changed."""
+    keyring = f"{KEYRINGS}/tierfleet-{name}.asc"
+    key = files.download(name=f"{name} repository key", src=key_url, dest=keyring, mode="644")
+    content = "".join(f"deb [signed-by={keyring}] {line}\n" for line in lines)
+    source = files.put(
+        name=f"{name} apt source",
+        src=StringIO(f"# Managed by tierfleet\n{content}"),
+        dest=f"/etc/apt/sources.list.d/tierfleet-{name}.list",
+        mode="644",
+    )
+    apt.update(name=f"apt update ({name})", _if=lambda: key.did_change() or source.did_change())
+    return True
+
+
+@deploy("NVIDIA GPU node stack")
+def gpu_stack(settings: HostSettings) -> None:
+    branch = settings.nvidia_driver_branch
+    _apt_source("nvidia", settings.nvidia_repo_key, [f"{settings.nvidia_repo.rstrip('/')} /"])
+    files.put(
+        name="Blacklist nouveau",
+        src=StringIO(NOUVEAU_BLACKLIST),
+        dest="/etc/modprobe.d/tierfleet-blacklist-nouveau.conf",
+        mode="644",
+    )
+    driver_packages = [f"cuda-drivers-{branch}"]
+    driver = apt.packages(name=f"NVIDIA driver branch {branch}", packages=driver_packages, no_recommends=True)
+    packages.held(name="Hold the driver branch", packages=driver_packages)
+    if settings.nvidia_cuda_packages:
+        apt.packages(name="CUDA runtime libraries", packages=list(settings.nvidia_cuda_packages), no_recommends=True)
+    if settings.runtime_mode == "container":
+        apt.packages(name="NVIDIA container toolkit", packages=["nvidia-container-toolkit"], no_recommends=True)
+    systemd.service(name="nvidia-persistenced", service="nvidia-persistenced", running=True, enabled=True)
+    server.reboot(name="Reboot into the new driver", _if=driver.did_change)
+    nvidia.driver_consistent(name="Loaded driver matches the installed one", branch=branch)
+
+
+def l4t_apt_release(l4t: str) -> str:
+    """The L4T apt suite for an L4T version: major.minor only, so upgrades stay within the release.
+
+    >>> l4t_apt_release("36.4.3"), l4t_apt_release("32.7.6")
+    ('r36.4', 'r32.7')
+    """
+    major, minor, *_ = l4t.split(".")
+    return f"r{major}.{minor}"
+
+
+@deploy("Jetson L4T stack")
+def jetson_stack(settings: HostSettings, profile: HostProfile) -> None:
+    info = profile.jetson or {}
+    if not info.get("l4t") or not info.get("apt_soc"):
+        host.noop("L4T release or SoC unknown: leaving the Jetson's apt sources alone")
+        return
+    suite = l4t_apt_release(info["l4t"])
+    repo = settings.l4t_repo.rstrip("/")
+    _apt_source(
+        "l4t",
+        settings.l4t_repo_key,
+        [f"{repo}/common {suite} main", f"{repo}/{info['apt_soc']} {suite} main"],
+    )
+    if settings.jetpack_packages:
+        apt.packages(name="JetPack components", packages=list(settings.jetpack_packages), no_recommends=True)

@@ -1,0 +1,39 @@
+"""NVIDIA driver checks as pyinfra operations."""
+
+from __future__ import annotations
+
+from pyinfra import host, logger
+from pyinfra.api import FunctionCommand, operation
+
+from tierfleet.facts.nvidia import NvidiaDriverLoaded, NvidiaGpus
+
+
+def _fail(state, host, message: str) -> bool:  # noqa: ARG001 - pyinfra passes state and host by name
+    host.log_styled(message, fg="red", log_func=logger.error)
+    return False
+
+
+@operation(is_idempotent=True)
+def driver_consistent(branch: str | None = None):
+    """Fail the host unless the loaded kernel module matches the installed driver (and ``branch``).
+
+    + branch: expected driver branch, e.g. ``570`` (the major version), or None for any
+
+    Catches the classic "Driver/library version mismatch" after a driver upgrade without a reboot.
+    """
+    query = host.get_fact(NvidiaGpus)
+    loaded = host.get_fact(NvidiaDriverLoaded)
+    installed = next((g["driver_version"] for g in query["gpus"] if g.get("driver_version")), None)
+    problem = None
+    if not query["gpus"]:
+        problem = f"nvidia-smi sees no GPU ({query['error']})"
+    elif loaded is None:
+        problem = "no NVIDIA kernel module loaded (/proc/driver/nvidia/version missing)"
+    elif installed != loaded:
+        problem = f"driver/library mismatch: loaded {loaded}, installed {installed}"
+    elif branch and not loaded.startswith(f"{branch.split('-')[0]}."):
+        problem = f"driver {loaded} is not on branch {branch}"
+    if problem is None:
+        host.noop(f"NVIDIA driver {loaded} loaded and consistent")
+        return
+    yield FunctionCommand(_fail, (f"NVIDIA driver check failed: {problem}",), {})
