@@ -17,7 +17,9 @@ Steps, each a small function so tests and CI can run them separately:
 
 Example (takes ~10 minutes on two cores)::
 
-    python -m tierfleet.artifacts.llama_build .cache/runtime
+    python -m tierfleet.artifacts.llama_build .cache/runtime [STORE]
+
+With ``STORE`` the built runtime is also packed and published there.
 """
 
 from __future__ import annotations
@@ -30,8 +32,12 @@ import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tierfleet.exceptions import TierfleetError
+
+if TYPE_CHECKING:
+    from tierfleet.artifacts.manifest import Manifest
 
 #: llama-cpp-python release whose vendored llama.cpp is built
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
@@ -202,11 +208,53 @@ def build_runtime(cache_dir: Path | None = None, *, version: str = LLAMA_CPP_PYT
     return Runtime(bin_dir=bin_dir.resolve(), variant=variant_name(), version=version)
 
 
+def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    info.mtime = 0
+    return info
+
+
+def pack_runtime(runtime: Runtime, store: Path, *, compress: bool = True) -> Manifest:
+    """Pack the runtime's binaries into a tarball and publish it into the artifact store ``store``.
+
+    The tarball holds ``bin/<target>`` for each of :data:`TARGETS` with zeroed owners and times, so
+    the same build packs to the same bytes. Published as name ``llama-server``, version
+    ``<llama-cpp-python version>+<variant>`` (one store entry per CPU variant).
+    """
+    from tierfleet.artifacts.manifest import publish
+
+    version = f"{runtime.version}+{runtime.variant}"
+    staging = Path(store) / ".pack"
+    staging.mkdir(parents=True, exist_ok=True)
+    tarball = staging / f"llama-server-{version}.tar"
+    with tarfile.open(tarball, "w", format=tarfile.GNU_FORMAT) as tar:
+        for target in TARGETS:
+            path = runtime.bin_dir / target
+            if path.is_file():
+                tar.add(path, arcname=f"bin/{target}", filter=_tar_filter)
+    try:
+        return publish(store, [tarball], kind="runtime", name="llama-server", version=version,
+                       variant=runtime.variant, compress=compress,
+                       extra={"cmake_flags": list(CMAKE_FLAGS),
+                              "llama_cpp_python": runtime.version,
+                              "cpu_features": list(X86_64_FEATURES) if "x86_64" in runtime.variant else []})
+    finally:
+        tarball.unlink(missing_ok=True)
+        try:
+            staging.rmdir()
+        except OSError:
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     cache_dir = Path(args[0]) if args else default_cache_dir()
     runtime = build_runtime(cache_dir)
     print(runtime.server)
+    if len(args) > 1:
+        manifest = pack_runtime(runtime, Path(args[1]))
+        print(Path(args[1]) / manifest.name / manifest.version / manifest.entrypoint)
     return 0
 
 
