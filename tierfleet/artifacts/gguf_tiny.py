@@ -168,6 +168,7 @@ def write_gguf(path: Path, *, qtype: str = "f16", seed: int = 0, config: TinyCon
     cfg = config or TinyConfig()
     _check(qtype, cfg, split_max_tensors)
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     tokens, scores, types = build_vocab()
     n_special = 259

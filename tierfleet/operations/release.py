@@ -144,7 +144,8 @@ def artifact(root: str, release: str, manifest: Manifest | dict, source: str,
     what = f"release {release}"
     if entry and entry["manifest"]:
         if manifest_from_dict(entry["manifest"]).digests() == manifest.digests():
-            host.noop(f"release {release} is installed and verified ({len(manifest.files)} files)")
+            n = len(manifest.files)
+            host.noop(f"release {release} is installed and verified ({n} file{'' if n == 1 else 's'})")
             return
         yield _fail(f"{what} under {root} holds other files than {manifest.name} {manifest.version}; "
                     "release ids are immutable, use a new one")
@@ -178,7 +179,7 @@ def artifact(root: str, release: str, manifest: Manifest | dict, source: str,
     yield (
         f"if ! printf '%s\\n' {quote(manifest.to_json())} > {mpath}; then rm -rf {quote(stage)}; "
         f"echo {quote('tierfleet: ' + what + ': writing manifest.json failed (disk full?); nothing was installed')} >&2; "
-        f"exit 1; fi; mv -T {quote(stage)} {quote(rel_dir)}"
+        f"exit 1; fi; mv -T {quote(stage)} {quote(rel_dir)} && {{ rmdir {quote(root + '/.staging')} 2>/dev/null || true; }}"
     )
 
 
