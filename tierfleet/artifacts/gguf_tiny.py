@@ -259,7 +259,8 @@ def write_sized_gguf(path: Path, target_bytes: int, *, qtype: str = "q8_0", seed
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args:
-        print("usage: python -m tierfleet.artifacts.gguf_tiny OUT.gguf [f16|q8_0|f32] [TENSORS_PER_SHARD]", file=sys.stderr)
+        print("usage: python -m tierfleet.artifacts.gguf_tiny OUT.gguf [f16|q8_0|f32] [TENSORS_PER_SHARD]",
+              file=sys.stderr)
         return 2
     qtype = args[1] if len(args) > 1 else "f16"
     shards = int(args[2]) if len(args) > 2 else 0

@@ -29,7 +29,6 @@ Example (a deploy file)::
 
 from __future__ import annotations
 
-import re
 from collections.abc import Generator
 from pathlib import PurePosixPath
 from shlex import quote
@@ -39,7 +38,12 @@ from urllib.parse import quote as url_quote
 from pyinfra import host
 from pyinfra.api import OperationValueError, operation
 
-from tierfleet.artifacts.manifest import MANIFEST_NAME, NAME_RE, Manifest, manifest_from_dict
+from tierfleet.artifacts.manifest import (
+    MANIFEST_NAME,
+    NAME_RE,
+    Manifest,
+    manifest_from_dict,
+)
 from tierfleet.facts.release import Releases
 
 CURL = "curl -fsSL --connect-timeout 10 --retry 2 --retry-delay 1"
@@ -69,6 +73,12 @@ def _link(root: str, name: str, release: str) -> str:
     return f"ln -sfn {quote('releases/' + release)} {tmp} && mv -T {tmp} {link}"
 
 
+def _drop(stage: str) -> str:
+    """Remove a staging directory, and ``.staging`` itself once empty."""
+    parent = stage.rsplit("/", 1)[0]
+    return f"rm -rf {quote(stage)}; rmdir {quote(parent)} 2>/dev/null"
+
+
 def _installed(state: dict[str, Any], release: str) -> bool:
     entry = state["releases"].get(release)
     return bool(entry and entry["manifest"])
@@ -95,24 +105,24 @@ def _fetch_script(*, stage: str, name: str, size: int, sha256: str, source: str,
         f"if [ ! -f {f} ] || [ \"$(stat -c %s {f})\" -lt {size} ]; then "
         f"{get}; rc=$?; "
         "if [ $rc -ne 0 ]; then "
-        f"if [ $rc -eq 23 ] || [ $rc -eq 1 -a -f {f} ]; then rm -rf {st}; echo {quote('tierfleet: ' + disk)} >&2; "
-        f"elif [ ! -s {f} ]; then rm -f {f}; rmdir {st} 2>/dev/null; "
+        f"if [ $rc -eq 23 ] || [ $rc -eq 1 -a -f {f} ]; then {_drop(stage)}; echo {quote('tierfleet: ' + disk)} >&2; "
+        f"elif [ ! -s {f} ]; then rm -f {f}; rmdir {st} {quote(stage.rsplit('/', 1)[0])} 2>/dev/null; "
         f"echo {quote('tierfleet: ' + gone)}\" (exit $rc)\" >&2; "
         f"else echo {quote('tierfleet: ' + cut)} >&2; fi; exit 1; fi; fi; "
         f"if ! printf '%s  %s\\n' {quote(sha256)} {f} | sha256sum -c --status; then "
-        f"rm -rf {st}; echo {quote('tierfleet: ' + mismatch)} >&2; exit 1; fi"
+        f"{_drop(stage)}; echo {quote('tierfleet: ' + mismatch)} >&2; exit 1; fi"
     )
 
 
 def _unzstd_script(*, stage: str, name: str, sha256: str, what: str) -> str:
     """Shell that decompresses ``name.zst`` in ``stage``, verifies ``name`` and drops the .zst."""
-    f, z, st = quote(f"{stage}/{name}"), quote(f"{stage}/{name}.zst"), quote(stage)
+    f, z = quote(f"{stage}/{name}"), quote(f"{stage}/{name}.zst")
     fail = f"{what}: decompressing {name}.zst failed (zstd missing, disk full or corrupt data); nothing was installed"
     mismatch = f"{what}: sha256 mismatch for {name} after decompression (expected {sha256}); nothing was installed"
     return (
-        f"if ! zstd -d -q -f -o {f} {z}; then rm -rf {st}; echo {quote('tierfleet: ' + fail)} >&2; exit 1; fi; "
+        f"if ! zstd -d -q -f -o {f} {z}; then {_drop(stage)}; echo {quote('tierfleet: ' + fail)} >&2; exit 1; fi; "
         f"if ! printf '%s  %s\\n' {quote(sha256)} {f} | sha256sum -c --status; then "
-        f"rm -rf {st}; echo {quote('tierfleet: ' + mismatch)} >&2; exit 1; fi; rm -f {z}"
+        f"{_drop(stage)}; echo {quote('tierfleet: ' + mismatch)} >&2; exit 1; fi; rm -f {z}"
     )
 
 
@@ -165,7 +175,8 @@ def artifact(root: str, release: str, manifest: Manifest | dict, source: str,
     yield (
         f"mkdir -p {quote(root + '/releases')} {quote(stage)} && "
         f"avail=$(df -Pk {quote(root)} | awk 'NR==2 {{print $4}}') && "
-        f"if [ \"$avail\" -lt {max(0, need_kib - have_kib)} ]; then rmdir {quote(stage)} 2>/dev/null; "
+        f"if [ \"$avail\" -lt {max(0, need_kib - have_kib)} ]; then "
+        f"rmdir {quote(stage)} {quote(root + '/.staging')} 2>/dev/null; "
         f"echo {quote('tierfleet: ' + short)}\", $avail KiB available\" >&2; exit 1; fi"
     )
     for f in manifest.files:
@@ -177,9 +188,10 @@ def artifact(root: str, release: str, manifest: Manifest | dict, source: str,
             yield _fetch_script(stage=stage, name=f.path, size=f.size, sha256=f.sha256, source=source, what=what)
     mpath = quote(f"{stage}/{MANIFEST_NAME}")
     yield (
-        f"if ! printf '%s\\n' {quote(manifest.to_json())} > {mpath}; then rm -rf {quote(stage)}; "
-        f"echo {quote('tierfleet: ' + what + ': writing manifest.json failed (disk full?); nothing was installed')} >&2; "
-        f"exit 1; fi; mv -T {quote(stage)} {quote(rel_dir)} && {{ rmdir {quote(root + '/.staging')} 2>/dev/null || true; }}"
+        f"if ! printf '%s\\n' {quote(manifest.to_json())} > {mpath}; then {_drop(stage)}; "
+        f"echo {quote(f'tierfleet: {what}: writing manifest.json failed (disk full?); nothing was installed')} >&2; "
+        f"exit 1; fi; mv -T {quote(stage)} {quote(rel_dir)} && "
+        f"{{ rmdir {quote(root + '/.staging')} 2>/dev/null || true; }}"
     )
 
 
