@@ -1,0 +1,4 @@
+"""pyinfra operations of tierfleet: generators that compare facts with the wanted state and yield commands.
+
+- :mod:`.release` install a verified artifact as a release, switch ``current``, prune, roll back
+"""

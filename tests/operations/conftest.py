@@ -1,0 +1,126 @@
+"""Fixtures for running release operations for real: pyinfra's @local connector, a real HTTP store."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pyinfra.api import Config, Inventory, State
+from pyinfra.api.connect import connect_all, disconnect_all
+from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.operation import add_op
+from pyinfra.api.operations import run_ops
+
+from tierfleet.artifacts.gguf_tiny import write_tiny_gguf
+from tierfleet.artifacts.http_store import RangeRequestHandler, StoreServer
+from tierfleet.artifacts.manifest import publish
+
+
+@dataclass
+class OpRun:
+    """What one operation did on the local host."""
+
+    will_change: bool
+    failed: bool
+    stdout: str
+    stderr: str
+
+
+def run_local(op, **kwargs) -> OpRun:
+    """Run one operation on ``@local`` through pyinfra's API (fresh state: facts are re-read)."""
+    inventory = Inventory((["@local"], {}))
+    state = State(inventory, Config())
+    connect_all(state)
+    host = inventory.get_host("@local")
+    try:
+        meta = add_op(state, op, **kwargs)[host]
+        will_change = bool(meta._maybe_is_change)
+        try:
+            run_ops(state)
+        except PyinfraError as exc:  # raised once every host failed (here: the only one)
+            assert str(exc) == "No hosts remaining!", exc
+        failed = host in state.failed_hosts
+        return OpRun(will_change, failed, meta.stdout if meta.is_complete() else "",
+                     meta.stderr if meta.is_complete() else "")
+    finally:
+        disconnect_all(state)
+
+
+class ServerControl:
+    """Shared knobs of the test store server: cut transfers short, record Range headers."""
+
+    def __init__(self) -> None:
+        self.cut_after: int | None = None
+        self.ranges: list[str | None] = []
+        self.paths: list[str] = []
+        self.lock = threading.Lock()
+
+
+def make_handler(control: ServerControl) -> type[RangeRequestHandler]:
+    class Handler(RangeRequestHandler):
+        def send_head(self):
+            with control.lock:
+                control.ranges.append(self.headers.get("Range"))
+                control.paths.append(self.path)
+            return super().send_head()
+
+        def copyfile(self, source, outputfile):
+            if control.cut_after is None:
+                return super().copyfile(source, outputfile)
+            # send part of the body, then drop the connection (Content-Length promised more)
+            outputfile.write(source.read(control.cut_after))
+            outputfile.flush()
+            self.close_connection = True
+            self._range_left = None
+
+    return Handler
+
+
+@pytest.fixture
+def store(tmp_path):
+    """An artifact store with the tiny model (one file) and its 3-shard split, both with .zst forms."""
+    src = tmp_path / "src"
+    single = write_tiny_gguf(src / "tiny.gguf", qtype="q8_0", seed=1)
+    shards = write_tiny_gguf(src / "split" / "tiny.gguf", qtype="q8_0", seed=1, split_max_tensors=8)
+    store = tmp_path / "store"
+    return {
+        "dir": store,
+        "single": publish(store, single, kind="model", name="tiny", version="1", compress=True, level=3),
+        "split": publish(store, shards, kind="model", name="tiny-split", version="1", compress=True, level=3),
+        "src": src,
+    }
+
+
+@pytest.fixture
+def server(store):
+    control = ServerControl()
+    with StoreServer(store["dir"], handler=make_handler(control)) as srv:
+        srv.control = control
+        yield srv
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real, tiny tmpfs (256 KiB) mounted for the test and always unmounted; skipped without mount rights."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def tree(root: Path) -> list[str]:
+    """Everything under ``root`` (relative paths, links shown with their targets)."""
+    out = []
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        out.append(f"{rel} -> {p.readlink()}" if p.is_symlink() else rel)
+    return out

@@ -1,0 +1,1 @@
+"""Runtime and model artifacts: tiny GGUF models, manifests, compression, the llama-server build."""
