@@ -1,0 +1,76 @@
+"""Spec tests for the platform operations (apt holds, NVIDIA driver consistency), each run twice."""
+
+from __future__ import annotations
+
+import pytest
+from pyinfra.api import FunctionCommand
+
+from tierfleet.operations import nvidia, packages
+
+from .harness import SpecHost, run_operation
+
+
+def held_facts(lines):
+    return {"tierfleet.facts.packages.AptHeld": {"": lines}}
+
+
+@pytest.mark.parametrize(
+    ("args", "before", "commands", "noop", "after"),
+    [
+        ({"packages": ["cuda-drivers-570"]}, [], ["apt-mark hold cuda-drivers-570"], None, ["cuda-drivers-570"]),
+        ({"packages": ["cuda-drivers-570", "nvidia-utils-570-server"]}, ["cuda-drivers-570"],
+         ["apt-mark hold nvidia-utils-570-server"], None, ["cuda-drivers-570", "nvidia-utils-570-server:amd64"]),
+        ({"packages": ["cuda-drivers-570"]}, ["cuda-drivers-570"], [], "cuda-drivers-570 already held", None),
+        ({"packages": ["cuda-drivers-570"], "present": False}, ["cuda-drivers-570"],
+         ["apt-mark unhold cuda-drivers-570"], None, []),
+        ({"packages": ["x; reboot"]}, [], ["apt-mark hold 'x; reboot'"], None, None),
+    ],
+)
+def test_held(args, before, commands, noop, after):
+    got, noops = run_operation(packages.held, args, held_facts(before))
+    assert got == commands
+    assert noops == ([noop] if noop else [])
+    if after is not None:
+        again, _ = run_operation(packages.held, args, held_facts(after))
+        assert again == []
+
+
+H200 = "0, NVIDIA H200, 143771, 9.0, 580.159.04, Enabled, 700.00, 700.00, 200.00, 700.00, 1980, Disabled"
+NVRM = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  {}  Release Build  (dvs-builder@U22)  Thu Oct 23 2025"
+
+
+def driver_facts(smi, loaded):
+    return {
+        "tierfleet.facts.nvidia.NvidiaGpus": {"": smi},
+        "tierfleet.facts.nvidia.NvidiaDriverLoaded": {"": [NVRM.format(loaded)] if loaded else []},
+    }
+
+
+def _inner(args, facts):
+    from pyinfra.context import ctx_host
+
+    fake = SpecHost(facts)
+    with ctx_host.use(fake):
+        return list(nvidia.driver_consistent._inner(**args)), fake.noops
+
+
+@pytest.mark.parametrize(
+    ("smi", "loaded", "branch", "problem"),
+    [
+        ([H200], "580.159.04", "580", None),
+        ([H200], "580.159.04", None, None),
+        ([H200], "570.172.08", "580", "driver/library mismatch: loaded 570.172.08, installed 580.159.04"),
+        ([H200], None, None, "no NVIDIA kernel module loaded (/proc/driver/nvidia/version missing)"),
+        (["Failed to initialize NVML: Driver/library version mismatch"], "570.172.08", None,
+         "nvidia-smi sees no GPU (Failed to initialize NVML: Driver/library version mismatch)"),
+        ([H200], "580.159.04", "570-open", "driver 580.159.04 is not on branch 570-open"),
+    ],
+)
+def test_driver_consistent(smi, loaded, branch, problem):
+    commands, noops = _inner({"branch": branch}, driver_facts(smi, loaded))
+    if problem is None:
+        assert commands == [] and noops == ["NVIDIA driver 580.159.04 loaded and consistent"]
+        return
+    assert noops == []
+    assert len(commands) == 1 and isinstance(commands[0], FunctionCommand)
+    assert commands[0].args == (f"NVIDIA driver check failed: {problem}",)
