@@ -19,6 +19,7 @@ MATCHERS = {
     "gpus": "--query-gpu",
     "pci_gpus": "lspci",
     "driver_loaded": "cat /proc/driver/nvidia/version",
+    "driver_installed": "modinfo -F version nvidia",
     "topology": "core_cpus_list",
     "isa": "model name",
     "cpufreq": "scaling_available_governors",
@@ -61,7 +62,7 @@ def _df(free_kib: int, path: str = "/var/lib/tierfleet/models") -> list[str]:
 
 UBUNTU = ['PRETTY_NAME="Ubuntu 22.04.5 LTS"', "ID=ubuntu", 'VERSION_ID="22.04"', "ARCH=x86_64"]
 UBUNTU_ARM = ['PRETTY_NAME="Ubuntu 22.04.5 LTS"', "ID=ubuntu", 'VERSION_ID="22.04"', "ARCH=aarch64"]
-NO_SMI = ["##no-nvidia-smi##"]
+NO_SMI = ["##no nvidia-smi##"]
 T4_LINE = "0, Tesla T4, 15360, 7.5, 570.172.08, Disabled, 70.00, 70.00, 60.00, 70.00, 1590, [N/A]"
 A100_LINE = "0, NVIDIA A100-SXM4-40GB, 40960, 8.0, 570.172.08, Enabled, 400.00, 400.00, 100.00, 400.00, 1410, Disabled"
 
@@ -82,7 +83,7 @@ HOSTS: dict[str, dict[str, list[str]]] = {
         "jetson": _spec("jetson.Jetson", "nano_jp466"),
         "gpus": NO_SMI,
         "topology": _topology(4),
-        "isa": _spec("cpu.CpuIsa", "orin_cortex_a78ae"),
+        "isa": _spec("cpu.CpuIsa", "jetson_nano_cortex_a57"),
         "meminfo": _spec("system.MemInfo", "jetson_nano_4gb"),
         "disk": _df(20_000_000),
         "os": ['PRETTY_NAME="Ubuntu 18.04.6 LTS"', "ID=ubuntu", "ARCH=aarch64"],

@@ -8,10 +8,11 @@ Rules (the figures are the tier catalog's budgets, see ``tierfleet/data/tiers.ya
   A model override raises the GPU budget (and the unified figure by the same amount) to its real size.
 - cores: physical cores >= the tier's figure.
 - disk: free space at the model directory >= max(tier figure, model size).
-- Unknown values refuse the host, except GPU memory on a node whose GPU shows on the PCI bus but has no working
-  driver yet: the tier deploy installs the driver, so that check passes with a warning.
+- Unknown values refuse the host, except GPU memory on a node whose GPU shows on the PCI bus but has no driver
+  (no nvidia-smi) yet: the tier deploy installs the driver, so that check passes with a warning when the tier
+  is named. A driver that is there but fails (mismatch, broken install) refuses the host.
 
-``tier: auto`` resolves to the highest tier the host fits.
+``tier: auto`` resolves to the highest tier whose every check is verified.
 """
 
 from __future__ import annotations
@@ -91,7 +92,12 @@ def evaluate(profile: HostProfile, tier: Tier, model: ModelArtifact | None = Non
         unified_need = req.unified_memory_gb * GB + (gpu_need - req.gpu_memory_gb * GB)
         checks.append(_at_least("unified memory", unified_need, profile.ram_bytes, fmt_gb))
     elif profile.platform == "gpu":
-        if profile.gpu_memory_bytes is None and not profile.gpu_names:
+        if profile.gpu_error:
+            checks.append(
+                Check("GPU memory", f">= {fmt_gb(gpu_need)}", "unknown (nvidia-smi failed)", False,
+                      f"GPU memory unknown: nvidia-smi failed: {profile.gpu_error}")
+            )
+        elif profile.gpu_memory_bytes is None and not profile.gpu_names:
             checks.append(
                 Check("GPU memory", f">= {fmt_gb(gpu_need)}", "unknown (no working driver)", None,
                       "GPU memory unverified until the driver is installed")
@@ -136,10 +142,11 @@ def check_host(
         tier = catalog.tier(requested)
         return _verdict(profile, requested, tier, evaluate(profile, tier, model))
 
+    # auto only picks a tier every check verified: an unverified GPU (no driver yet) gets none
     tiers = catalog.ordered()
     for tier in reversed(tiers):
         checks = evaluate(profile, tier, model)
-        if all(c.ok is not False for c in checks):
+        if all(c.ok is True for c in checks):
             return _verdict(profile, requested, tier, checks)
     smallest = tiers[0]
     verdict = _verdict(profile, requested, smallest, evaluate(profile, smallest, model))

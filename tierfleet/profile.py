@@ -1,7 +1,7 @@
 """One normalised view of a host, built from the raw facts by a pure function.
 
 :func:`build_profile` turns the facts of :mod:`tierfleet.facts` into a :class:`HostProfile`; it does no I/O,
-so it is tested on recorded fact output. :func:`FACTS` lists the facts to gather for it.
+so it is tested on recorded fact output. :data:`FACTS` lists the facts to gather for it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ FACTS: dict[str, tuple[type, bool]] = {
     "gpus": (nvidia.NvidiaGpus, False),
     "pci_gpus": (nvidia.NvidiaPciDevices, False),
     "driver_loaded": (nvidia.NvidiaDriverLoaded, False),
+    "driver_installed": (nvidia.NvidiaDriverInstalled, False),
     "topology": (cpu.CpuTopology, False),
     "isa": (cpu.CpuIsa, False),
     "cpufreq": (cpu.CpuFreq, False),
@@ -50,7 +51,9 @@ class HostProfile:
     #: memory of the largest GPU; ``None`` on Jetsons (unified) and CPU hosts, or when unknown
     gpu_memory_bytes: int | None
     gpu_names: tuple[str, ...]
-    #: the GPU user-space driver (nvidia-smi) and the loaded kernel module versions
+    #: why nvidia-smi gave no GPU although the tool exists (a broken or mismatched driver), else None
+    gpu_error: str | None
+    #: the installed driver (on-disk module, or the library nvidia-smi names) and the loaded kernel module
     driver_version: str | None
     driver_loaded: str | None
     disk_path: str
@@ -112,8 +115,15 @@ def build_profile(name: str, facts: dict[str, Any]) -> HostProfile:
         sizes = [g["memory_total_mib"] for g in gpus if g.get("memory_total_mib")]
         gpu_mem = max(sizes) * MIB if sizes else None
 
-    driver_version = next((g["driver_version"] for g in gpus if g.get("driver_version")), None)
+    driver_version = (
+        facts.get("driver_installed")
+        or query.get("library_version")
+        or next((g["driver_version"] for g in gpus if g.get("driver_version")), None)
+    )
     driver_loaded = facts.get("driver_loaded")
+    gpu_error = None
+    if platform == "gpu" and not gpus and query.get("error") not in (None, nvidia.NO_NVIDIA_SMI):
+        gpu_error = query["error"]
     if driver_version and driver_loaded and driver_version != driver_loaded:
         notes.append(f"driver/library mismatch: loaded {driver_loaded}, installed {driver_version} (reboot needed)")
     if topology is None:
@@ -135,6 +145,7 @@ def build_profile(name: str, facts: dict[str, Any]) -> HostProfile:
         unified_memory=platform == "jetson",
         gpu_memory_bytes=gpu_mem,
         gpu_names=tuple(g["name"] for g in gpus),
+        gpu_error=gpu_error,
         driver_version=driver_version,
         driver_loaded=driver_loaded,
         disk_path=(disk or {}).get("path") or "",

@@ -39,9 +39,10 @@ H200 = "0, NVIDIA H200, 143771, 9.0, 580.159.04, Enabled, 700.00, 700.00, 200.00
 NVRM = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  {}  Release Build  (dvs-builder@U22)  Thu Oct 23 2025"
 
 
-def driver_facts(smi, loaded):
+def driver_facts(smi, loaded, installed=None):
     return {
         "tierfleet.facts.nvidia.NvidiaGpus": {"": smi},
+        "tierfleet.facts.nvidia.NvidiaDriverInstalled": {"": [installed] if installed else []},
         "tierfleet.facts.nvidia.NvidiaDriverLoaded": {"": [NVRM.format(loaded)] if loaded else []},
     }
 
@@ -55,19 +56,23 @@ def _inner(args, facts):
 
 
 @pytest.mark.parametrize(
-    ("smi", "loaded", "branch", "problem"),
+    ("smi", "loaded", "installed", "branch", "problem"),
     [
-        ([H200], "580.159.04", "580", None),
-        ([H200], "580.159.04", None, None),
-        ([H200], "570.172.08", "580", "driver/library mismatch: loaded 570.172.08, installed 580.159.04"),
-        ([H200], None, None, "no NVIDIA kernel module loaded (/proc/driver/nvidia/version missing)"),
-        (["Failed to initialize NVML: Driver/library version mismatch"], "570.172.08", None,
-         "nvidia-smi sees no GPU (Failed to initialize NVML: Driver/library version mismatch)"),
-        ([H200], "580.159.04", "570-open", "driver 580.159.04 is not on branch 570-open"),
+        ([H200], "580.159.04", "580.159.04", "580", None),
+        ([H200], "580.159.04", None, None, None),
+        (["Failed to initialize NVML: Driver/library version mismatch", "NVML library version: 580.159"],
+         "570.172.08", "580.159.04", "580",
+         "driver/library mismatch: loaded 570.172.08, installed 580.159.04 (reboot needed)"),
+        (["Failed to initialize NVML: Driver/library version mismatch", "NVML library version: 580.159"],
+         "570.172.08", None, None, "driver/library mismatch: loaded 570.172.08, installed 580.159 (reboot needed)"),
+        ([H200], None, "580.159.04", None, "no NVIDIA kernel module loaded (/proc/driver/nvidia/version missing)"),
+        (["NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."], "580.159.04", None, None,
+         "nvidia-smi sees no GPU (NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.)"),
+        ([H200], "580.159.04", None, "570-open", "driver 580.159.04 is not on branch 570-open"),
     ],
 )
-def test_driver_consistent(smi, loaded, branch, problem):
-    commands, noops = _inner({"branch": branch}, driver_facts(smi, loaded))
+def test_driver_consistent(smi, loaded, installed, branch, problem):
+    commands, noops = _inner({"branch": branch}, driver_facts(smi, loaded, installed))
     if problem is None:
         assert commands == [] and noops == ["NVIDIA driver 580.159.04 loaded and consistent"]
         return

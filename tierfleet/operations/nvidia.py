@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, operation
 
-from tierfleet.facts.nvidia import NvidiaDriverLoaded, NvidiaGpus
+from tierfleet.facts.nvidia import NvidiaDriverInstalled, NvidiaDriverLoaded, NvidiaGpus
 
 
 def _fail(state, host, message: str) -> bool:  # noqa: ARG001 - pyinfra passes state and host by name
@@ -23,14 +23,14 @@ def driver_consistent(branch: str | None = None):
     """
     query = host.get_fact(NvidiaGpus)
     loaded = host.get_fact(NvidiaDriverLoaded)
-    installed = next((g["driver_version"] for g in query["gpus"] if g.get("driver_version")), None)
+    installed = host.get_fact(NvidiaDriverInstalled) or query["library_version"]
     problem = None
-    if not query["gpus"]:
-        problem = f"nvidia-smi sees no GPU ({query['error']})"
-    elif loaded is None:
+    if loaded is None:
         problem = "no NVIDIA kernel module loaded (/proc/driver/nvidia/version missing)"
-    elif installed != loaded:
-        problem = f"driver/library mismatch: loaded {loaded}, installed {installed}"
+    elif installed and installed != loaded:
+        problem = f"driver/library mismatch: loaded {loaded}, installed {installed} (reboot needed)"
+    elif not query["gpus"]:
+        problem = f"nvidia-smi sees no GPU ({query['error']})"
     elif branch and not loaded.startswith(f"{branch.split('-')[0]}."):
         problem = f"driver {loaded} is not on branch {branch}"
     if problem is None:
