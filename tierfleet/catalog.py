@@ -16,7 +16,7 @@ import os
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pydantic
 import yaml
@@ -95,11 +95,15 @@ class Catalog(pydantic.BaseModel):
     tiers: dict[str, Tier] = pydantic.Field(min_length=1)
     source: str = "<memory>"
 
-    @pydantic.model_validator(mode="after")
-    def _name_tiers(self) -> "Catalog":
-        for name, tier in self.tiers.items():
-            object.__setattr__(tier, "name", name)
-        return self
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _name_tiers(cls, data: Any) -> Any:
+        """Each tier's name is its key in ``tiers``."""
+        tiers = data.get("tiers") if isinstance(data, dict) else None
+        if isinstance(tiers, dict):
+            named = {k: {**v, "name": k} if isinstance(v, dict) else v for k, v in tiers.items()}
+            data = {**data, "tiers": named}
+        return data
 
     def tier(self, name: str) -> Tier:
         """Return tier ``name``; raise :class:`CatalogError` naming the allowed names otherwise."""

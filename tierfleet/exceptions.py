@@ -38,12 +38,6 @@ class InventoryError(ConfigError):
     """An inventory file, or a host's data in it, does not validate."""
 
 
-class PreflightFailed(TierfleetError):
-    """One or more hosts do not fit their tier (raised only where a caller asks for it)."""
-
-    exit_code = 1
-
-
 class LabError(TierfleetError, RuntimeError):
     """The local lab fleet could not be brought up, changed or torn down."""
 

@@ -1,11 +1,14 @@
 """Run tierfleet's facts over a pyinfra inventory through pyinfra's Python API.
 
->>> # results = preflight_fleet(load_fleet("inventory/edge.py"), load_catalog(), "inventory/edge.py")
+>>> from tierfleet.catalog import load_catalog
+>>> [r.verdict.host for r in preflight_fleet(load_fleet("@local"), load_catalog(), "@local")]
+['@local']
 """
 
 from __future__ import annotations
 
 import os
+from fnmatch import fnmatch
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +37,8 @@ def load_fleet(
 ) -> State:
     """Load a pyinfra inventory file (with its ``group_data/``) the way the ``pyinfra`` CLI does.
 
-    Returns an initialised pyinfra ``State``; ``limit`` keeps only the named hosts or groups.
+    Returns an initialised pyinfra ``State``; ``limit`` keeps only the hosts or groups matching its names,
+    comma lists or glob patterns (as pyinfra's ``--limit``).
     """
     from pyinfra_cli.exceptions import CliError
     from pyinfra_cli.inventory import make_inventory
@@ -50,7 +54,11 @@ def load_fleet(
             raise InventoryError(path, "(file)", f"cannot load inventory: {exc}") from None
     hosts = None
     if limit:
-        hosts = [h for h in inventory if h.name in limit or set(h.groups) & set(limit)]
+        patterns = [p for item in limit for p in item.split(",") if p]
+        hosts = [
+            h for h in inventory
+            if any(fnmatch(h.name, p) or any(fnmatch(g, p) for g in h.groups) for p in patterns)
+        ]
         if not hosts:
             raise InventoryError(path, "--limit", f"no host or group named {', '.join(limit)}")
     state.init(inventory, Config(CONNECT_TIMEOUT=connect_timeout), initial_limit=hosts)
@@ -79,9 +87,9 @@ def _probe(state: State, host: Any, settings: HostSettings, catalog: Catalog) ->
             facts = gather_facts(host, settings.model_dir)
         except ConnectError as exc:
             return HostResult(unreachable(host.name, settings.tier, str(exc.args[0] if exc.args else exc)), None)
-        except (OSError, PyinfraError, TimeoutError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one host's failure must not lose the others' results
             return HostResult(unreachable(host.name, settings.tier, f"{type(exc).__name__}: {exc}"), None)
-    if host.name in state.failed_hosts:
+    if host in state.failed_hosts:
         return HostResult(unreachable(host.name, settings.tier, "commands failed while reading facts"), None)
     profile = build_profile(host.name, facts)
     return HostResult(check_host(profile, catalog, settings.tier, settings.model), profile)

@@ -1,6 +1,6 @@
 """Per-host tierfleet settings, read from pyinfra inventory data (host data > group data > all.py).
 
-Every key has a type, a default and a description here, in one place:
+Every key has a type, a default and a description here, in one place (:class:`HostSettings`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every message names the file (or inventory host), the dotted key and what is allowed, e.g.::
 
-    inventory/edge.py: host nano-01: tier: input should be 'auto', 'basic', 'advanced' or 'enterprise' (got 'basik')
+    inventory/edge.py: host nano-01: runtime_mode: input should be 'native' or 'container' (got 'k8s')
 """
 
 from __future__ import annotations

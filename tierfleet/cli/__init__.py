@@ -6,6 +6,7 @@ Subcommands live one noun per module (``preflight``, ``lab``, ...) and are added
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -14,13 +15,28 @@ from tierfleet import __version__
 from tierfleet.exceptions import TierfleetError
 
 
+def _logging(verbose: int) -> None:
+    """Quiet by default: connection errors belong in the verdicts, not as paramiko tracebacks on stderr."""
+    level = {0: logging.CRITICAL, 1: logging.WARNING}.get(verbose, logging.DEBUG)
+    for name in ("pyinfra", "paramiko"):
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.propagate = False
+        if not logger.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+            logger.addHandler(handler)
+
+
 def make_cli() -> click.Group:
     """Build the click group with every subcommand attached."""
 
     @click.group(context_settings={"help_option_names": ["-h", "--help"]})
     @click.version_option(__version__, prog_name="tierfleet")
-    def cli() -> None:
+    @click.option("-v", "--verbose", count=True, help="Show pyinfra and SSH logs (-vv: debug).")
+    def cli(verbose: int) -> None:
         """Provision and operate quantized DeepSeek-R1 distilled LLMs on fleets."""
+        _logging(verbose)
 
     from tierfleet.cli import catalog, lab, preflight
 
