@@ -44,6 +44,9 @@ class HostProfile:
     platform_detail: str
     arch: str | None
     os: str | None
+    #: ``ID`` and ``VERSION_ID`` from /etc/os-release, e.g. ``ubuntu`` and ``22.04``
+    os_id: str | None
+    os_version_id: str | None
     physical_cores: int | None
     logical_cpus: int | None
     ram_bytes: int | None
@@ -139,6 +142,8 @@ def build_profile(name: str, facts: dict[str, Any]) -> HostProfile:
         platform_detail=detail,
         arch=os_release.get("ARCH") or None,
         os=os_release.get("PRETTY_NAME") or None,
+        os_id=os_release.get("ID") or None,
+        os_version_id=os_release.get("VERSION_ID") or None,
         physical_cores=len(topology["cores"]) if topology else None,
         logical_cpus=len(topology["online"]) if topology else None,
         ram_bytes=meminfo.get("MemTotal"),

@@ -44,15 +44,17 @@ class HostSettings(pydantic.BaseModel):
         pattern=r"^(https?://[A-Za-z0-9.:_/+-]+|/[A-Za-z0-9._/+-]*)$",
         description="URL (http/https) or absolute local path of the fleet's artifact store",
     )
-    nvidia_repo: str = pydantic.Field(
-        default="https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2204/x86_64",
+    nvidia_repo: str | None = pydantic.Field(
+        default=None,
         pattern=r"^https?://[A-Za-z0-9.:_/+-]+$",
-        description="http(s) URL of the NVIDIA CUDA apt repository or the fleet's mirror of it",
+        description="http(s) URL of the NVIDIA CUDA apt repository or the fleet's mirror of it "
+        "(default: NVIDIA's repository for the host's OS release and architecture)",
     )
-    nvidia_repo_key: str = pydantic.Field(
-        default="https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2204/x86_64/3bf863cc.pub",
+    nvidia_repo_key: str | None = pydantic.Field(
+        default=None,
         pattern=r"^https?://[A-Za-z0-9.:_/+-]+$",
-        description="http(s) URL of the ASCII-armoured key that signs the NVIDIA repository",
+        description="http(s) URL of the ASCII-armoured key that signs the NVIDIA repository "
+        "(default: <nvidia_repo>/3bf863cc.pub)",
     )
     nvidia_cuda_packages: tuple[str, ...] = pydantic.Field(
         default=("cuda-cudart-12-8", "libcublas-12-8"),
@@ -77,6 +79,25 @@ class HostSettings(pydantic.BaseModel):
     power_profile: str = pydantic.Field(
         default="balanced", pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="ops daemon profile to start in"
     )
+
+
+CUDA_REPOS = "https://developer.download.nvidia.com/compute/cuda/repos"
+
+
+def cuda_repo_for(os_id: str | None, version_id: str | None, arch: str | None) -> str | None:
+    """NVIDIA's CUDA apt repository for an OS release and machine architecture, or None if unknown.
+
+    >>> cuda_repo_for("ubuntu", "22.04", "x86_64")
+    'https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2204/x86_64'
+    >>> cuda_repo_for("ubuntu", "24.04", "aarch64")
+    'https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/sbsa'
+    >>> cuda_repo_for(None, "12", "x86_64") is None
+    True
+    """
+    machine = {"x86_64": "x86_64", "aarch64": "sbsa"}.get(arch or "")
+    if not (os_id and version_id and machine and re.fullmatch(r"[a-z]+", os_id)):
+        return None
+    return f"{CUDA_REPOS}/{os_id}{version_id.replace('.', '')}/{machine}"
 
 
 #: the inventory keys :class:`HostSettings` reads

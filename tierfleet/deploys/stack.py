@@ -14,36 +14,51 @@ from __future__ import annotations
 from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import deploy
+from pyinfra.api import OperationValueError, deploy
 from pyinfra.operations import apt, files, server, systemd
 
 from tierfleet.operations import nvidia, packages
 from tierfleet.profile import HostProfile
-from tierfleet.settings import HostSettings
+from tierfleet.settings import HostSettings, cuda_repo_for
 
-KEYRINGS = "/usr/share/keyrings"
-NOUVEAU_BLACKLIST = "# Managed by tierfleet: the NVIDIA driver needs nouveau out of the way.\nblacklist nouveau\noptions nouveau modeset=0\n"
+NOUVEAU_BLACKLIST = (
+    "# Managed by tierfleet: the NVIDIA driver needs nouveau out of the way.\n"
+    "blacklist nouveau\noptions nouveau modeset=0\n"
+)
 
 
-def _apt_source(name: str, key_url: str, lines: list[str]) -> bool:
-    """Install a signed apt source (ASCII-armoured key + list file); return True if it changed."""
-    keyring = f"{KEYRINGS}/tierfleet-{name}.asc"
+def _apt_source(name: str, key_url: str, keyring: str, list_file: str, lines: list[str]):
+    """Install an apt source and its ASCII-armoured key; return a callable telling whether either changed.
+
+    ``list_file`` is the file the vendor's own installer writes (cuda-keyring, the Jetson image), so the
+    host keeps one entry per repository instead of two with conflicting ``Signed-By`` values.
+    """
     key = files.download(name=f"{name} repository key", src=key_url, dest=keyring, mode="644")
-    content = "".join(f"deb [signed-by={keyring}] {line}\n" for line in lines)
     source = files.put(
         name=f"{name} apt source",
-        src=StringIO(f"# Managed by tierfleet\n{content}"),
-        dest=f"/etc/apt/sources.list.d/tierfleet-{name}.list",
+        src=StringIO("# Managed by tierfleet\n" + "".join(f"{line}\n" for line in lines)),
+        dest=f"/etc/apt/sources.list.d/{list_file}",
         mode="644",
     )
-    apt.update(name=f"apt update ({name})", _if=lambda: key.did_change() or source.did_change())
-    return True
+    changed = lambda: key.did_change() or source.did_change()  # noqa: E731
+    apt.update(name=f"apt update ({name})", _if=changed)
+    return changed
 
 
 @deploy("NVIDIA GPU node stack")
-def gpu_stack(settings: HostSettings) -> None:
+def gpu_stack(settings: HostSettings, profile: HostProfile) -> None:
     branch = settings.nvidia_driver_branch
-    _apt_source("nvidia", settings.nvidia_repo_key, [f"{settings.nvidia_repo.rstrip('/')} /"])
+    repo = settings.nvidia_repo or cuda_repo_for(profile.os_id, profile.os_version_id, profile.arch)
+    if repo is None:
+        raise OperationValueError(
+            f"host {profile.name}: no NVIDIA repository known for {profile.os or 'this OS'} on {profile.arch}; "
+            "set nvidia_repo (and nvidia_repo_key) in the inventory"
+        )
+    repo = repo.rstrip("/")
+    keyring = "/usr/share/keyrings/cuda-archive-keyring.asc"
+    list_file = "cuda-" + "-".join(repo.rsplit("/", 2)[-2:]) + ".list"
+    _apt_source("nvidia", settings.nvidia_repo_key or f"{repo}/3bf863cc.pub", keyring, list_file,
+                [f"deb [signed-by={keyring}] {repo} /"])
     files.put(
         name="Blacklist nouveau",
         src=StringIO(NOUVEAU_BLACKLIST),
@@ -57,8 +72,10 @@ def gpu_stack(settings: HostSettings) -> None:
         apt.packages(name="CUDA runtime libraries", packages=list(settings.nvidia_cuda_packages), no_recommends=True)
     if settings.runtime_mode == "container":
         apt.packages(name="NVIDIA container toolkit", packages=["nvidia-container-toolkit"], no_recommends=True)
-    systemd.service(name="nvidia-persistenced", service="nvidia-persistenced", running=True, enabled=True)
+    # enabled before the reboot, started after it: on a fresh install no module is loaded until then
+    systemd.service(name="Enable nvidia-persistenced", service="nvidia-persistenced", running=None, enabled=True)
     server.reboot(name="Reboot into the new driver", _if=driver.did_change)
+    systemd.service(name="Start nvidia-persistenced", service="nvidia-persistenced", running=True)
     nvidia.driver_consistent(name="Loaded driver matches the installed one", branch=branch)
 
 
@@ -80,10 +97,13 @@ def jetson_stack(settings: HostSettings, profile: HostProfile) -> None:
         return
     suite = l4t_apt_release(info["l4t"])
     repo = settings.l4t_repo.rstrip("/")
+    # the Jetson image's own list file and key locations (no signed-by there), so entries never conflict
     _apt_source(
         "l4t",
         settings.l4t_repo_key,
-        [f"{repo}/common {suite} main", f"{repo}/{info['apt_soc']} {suite} main"],
+        "/etc/apt/trusted.gpg.d/jetson-ota-public.asc",
+        "nvidia-l4t-apt-source.list",
+        [f"deb {repo}/common {suite} main", f"deb {repo}/{info['apt_soc']} {suite} main"],
     )
     if settings.jetpack_packages:
         apt.packages(name="JetPack components", packages=list(settings.jetpack_packages), no_recommends=True)
