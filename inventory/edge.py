@@ -1,7 +1,7 @@
 """Edge fleet: NVIDIA Jetsons.
 
     tierfleet preflight -i inventory/edge.py
-    pyinfra inventory/edge.py deploys/tier_basic.py
+    pyinfra inventory/edge.py deploys/preflight.py
 
 Every host joins the group ``edge`` (named after this file) and takes its defaults from
 ``group_data/all.py`` and ``group_data/edge.py``. Per-host data below overrides them.

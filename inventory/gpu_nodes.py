@@ -1,7 +1,7 @@
 """NVIDIA GPU nodes (x86_64, Ubuntu 22.04): driver from the CUDA repository, llama.cpp with CUDA.
 
     tierfleet preflight -i inventory/gpu_nodes.py
-    pyinfra inventory/gpu_nodes.py deploys/tier_enterprise.py --limit a100
+    pyinfra inventory/gpu_nodes.py deploys/preflight.py --limit a100
 """
 
 t4 = [

@@ -1,7 +1,7 @@
 """x86_64 CPU servers: llama.cpp on the CPU, the AVX-512 / AVX2 / generic build chosen from the CPU flags.
 
     tierfleet preflight -i inventory/servers.py
-    pyinfra inventory/servers.py deploys/tier_advanced.py
+    pyinfra inventory/servers.py deploys/preflight.py --limit cpu-02.dc1.example.net
 """
 
 cpu_servers = [

@@ -146,17 +146,87 @@ def test_plain_pyinfra_preflight_deploy_passes_when_all_fit(inventory):
     assert run.returncode == 0, run.stdout + run.stderr
 
 
+def _tiny_catalog(tmp_path: Path, **requires) -> Path:
+    """The packaged catalog with basic's requirements (and model size) shrunk to fit any machine."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "tierfleet" / "data" / "tiers.yaml").read_text())
+    basic = data["tiers"]["basic"]
+    basic["requires"] = {"gpu_memory_gb": 0.001, "cores": 1, "ram_gb": 0.001, "unified_memory_gb": 0.001,
+                         "disk_gb": 0.000001, **requires}
+    basic["model"]["size_gb"] = 0.000001
+    path = tmp_path / "tiers.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 def test_local_host_for_real(tmp_path):
-    """@local runs the real fact commands on this machine; a catalog sized for it passes, the default refuses."""
+    """@local runs the real fact commands on this machine and reads what the kernel reports."""
     inv = tmp_path / "local.py"
     inv.write_text('hosts = [("@local", {"tier": "auto"})]\n')
-    refused = run_cli("preflight", "-i", str(inv), "--json")
-    report = json.loads(refused.output)["hosts"][0]
+    report = json.loads(run_cli("preflight", "-i", str(inv), "--json").output)["hosts"][0]
     profile = report["profile"]
-    assert profile["physical_cores"] == os.cpu_count() or profile["physical_cores"] <= os.cpu_count()
-    assert profile["ram_bytes"] > 0 and profile["disk_free_bytes"] > 0 and profile["platform"] == "cpu"
+    online = len(os.sched_getaffinity(0)) if os.path.exists("/proc/self/status") else os.cpu_count()
+    assert 1 <= profile["physical_cores"] <= profile["logical_cpus"] and profile["logical_cpus"] >= online
+    with open("/proc/meminfo") as meminfo:
+        assert profile["ram_bytes"] == int(meminfo.readline().split()[1]) * 1024
+    assert profile["disk_free_bytes"] > 0 and profile["disk_path"] == "/var/lib/tierfleet/models"
 
-    catalog = (ROOT / "tierfleet" / "data" / "tiers.yaml").read_text().replace("cores: 4\n", "cores: 1\n", 1)
-    (tmp_path / "tiers.yaml").write_text(catalog)
-    run = _pyinfra(inv, "--data", "tier=basic", env={"TIERFLEET_CATALOG": str(tmp_path / "tiers.yaml")})
+    env = {"TIERFLEET_CATALOG": str(_tiny_catalog(tmp_path))}
+    run = _pyinfra(inv, "--data", "tier=basic", env=env)
     assert run.returncode == 0, run.stdout + run.stderr
+    env = {"TIERFLEET_CATALOG": str(_tiny_catalog(tmp_path, cores=100_000))}
+    run = _pyinfra(inv, "--data", "tier=basic", env=env)
+    assert run.returncode == 1
+    assert re.search(r"\[@local\]\s+preflight refused: cores: needs 100000, has \d+", run.stdout + run.stderr)
+
+
+def test_platform_refusal_with_a_fleet_catalog(tmp_path, inventory):
+    import yaml
+
+    data = yaml.safe_load((ROOT / "tierfleet" / "data" / "tiers.yaml").read_text())
+    data["tiers"]["basic"]["platforms"] = ["jetson"]
+    (tmp_path / "tiers.yaml").write_text(yaml.safe_dump(data))
+    result = run_cli("preflight", "-i", str(inventory), "--limit", "@fake/t4", "--data", "tier=basic",
+                     "--catalog", str(tmp_path / "tiers.yaml"), "--json")
+    host = json.loads(result.output)["hosts"][0]
+    assert result.exit_code == 1 and host["reason"] == "platform gpu is not one of jetson"
+
+
+def test_unreachable_host_is_reported_not_raised(tmp_path):
+    """A real SSH connection to a loopback port where nothing listens: the host is refused, others go on."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    inv = fake_inventory(tmp_path / "inv.py", {"orin": ("orin-nano", {})})
+    inv.write_text(inv.read_text() + f'hosts.append(("127.0.0.1", {{"ssh_port": {port}, "ssh_user": "nobody"}}))\n')
+    result = run_cli("preflight", "-i", str(inv), "--connect-timeout", "3", "--json")
+    hosts = {h["host"]: h for h in json.loads(result.output)["hosts"]}
+    assert result.exit_code == 1
+    assert hosts["@fake/orin"]["fits"] is True
+    assert hosts["127.0.0.1"]["fits"] is False and hosts["127.0.0.1"]["reason"].startswith("unreachable: ")
+    assert hosts["127.0.0.1"]["profile"] is None
+
+
+def test_failing_fact_command_marks_the_host(tmp_path, catalog):
+    responses = {"cat /proc/meminfo": {"success": False, "stderr": "sudo: a password is required"}}
+    inv = fake_inventory(tmp_path / "inv.py", {"orin": ("orin-nano", {})})
+    inv.write_text(inv.read_text() + "hosts[0][1]['fake_responses'] = "
+                   f"{{**hosts[0][1]['fake_responses'], **{responses!r}}}\n")
+    [result] = preflight_fleet(load_fleet(str(inv)), catalog, "inv")
+    assert not result.verdict.fits
+    assert result.verdict.reason == "unreachable: commands failed while reading facts"
+
+
+def test_auto_on_gpu_node_without_driver_refuses(tmp_path, catalog):
+    inv = fake_inventory(tmp_path / "inv.py", {"new": ("gpu-nodriver", {})})
+    [result] = preflight_fleet(load_fleet(str(inv)), catalog, "inv")
+    assert not result.verdict.fits and result.verdict.tier is None
+    assert "GPU memory unverified until the driver is installed" in result.verdict.warnings
+
+
+def test_limit_globs_and_comma_lists(inventory, catalog):
+    hosts = [r.verdict.host for r in preflight_fleet(load_fleet(str(inventory), limit=("@fake/n*,@fake/t4",)), catalog)]
+    assert hosts == ["@fake/nano-adv", "@fake/t4"]

@@ -88,7 +88,9 @@ def _probe(state: State, host: Any, settings: HostSettings, catalog: Catalog) ->
         except ConnectError as exc:
             return HostResult(unreachable(host.name, settings.tier, str(exc.args[0] if exc.args else exc)), None)
         except Exception as exc:  # noqa: BLE001 - one host's failure must not lose the others' results
-            return HostResult(unreachable(host.name, settings.tier, f"{type(exc).__name__}: {exc}"), None)
+            # pyinfra marks the host failed first, then raises "No hosts remaining!" once none is left
+            if host not in state.failed_hosts:
+                return HostResult(unreachable(host.name, settings.tier, f"{type(exc).__name__}: {exc}"), None)
     if host in state.failed_hosts:
         return HostResult(unreachable(host.name, settings.tier, "commands failed while reading facts"), None)
     profile = build_profile(host.name, facts)

@@ -2,8 +2,8 @@
 a bad value stops the run with the file, the key and what is allowed.
 """
 
-# SSH settings live in each fleet's group file (edge.py, servers.py, gpu_nodes.py): the lab fleet
-# (inventory/lab.py) shares this directory and brings its own.
+# SSH settings live in each fleet's group file (edge.py, servers.py, gpu_nodes.py), so that other
+# inventories sharing this directory bring their own.
 
 # Model tier: basic | advanced | enterprise | auto (the highest tier the host fits).
 tier = "auto"
@@ -18,5 +18,5 @@ runtime_mode = "native"
 # An http(s) URL, or an absolute path already present on the hosts (e.g. an NFS mount).
 artifact_store = "https://artifacts.example.net/tierfleet"
 
-# Ops daemon power profile to start in: eco | balanced | performance (see templates/ops-policy.yaml.j2).
+# Ops daemon power profile to start in: eco | balanced | performance.
 power_profile = "balanced"

@@ -79,3 +79,37 @@ def test_driver_consistent(smi, loaded, installed, branch, problem):
     assert noops == []
     assert len(commands) == 1 and isinstance(commands[0], FunctionCommand)
     assert commands[0].args == (f"NVIDIA driver check failed: {problem}",)
+
+
+def test_preflight_check_noop_and_refusal(monkeypatch):
+    """preflight.check is a no-op naming the tier when the host fits, one failing callback otherwise."""
+    from tests.fleets import MATCHERS, fake_responses
+    from tierfleet.operations import preflight
+    from tierfleet.profile import FACTS
+
+    def facts_of(kind):
+        responses = fake_responses(kind)
+        out = {}
+        for key, (fact, takes_dir) in FACTS.items():
+            lines = responses.get(MATCHERS[key], [])
+            out[fact.name] = {"": lines} if not takes_dir else {"": lines}
+        return out
+
+    class Data(dict):
+        def get(self, key, default=None):
+            return super().get(key, default)
+
+    def run(kind, tier):
+        fake = SpecHost(facts_of(kind))
+        fake.name, fake.data = kind, Data()
+        fake.get_fact = lambda cls, *args, **kwargs: cls().process(fake.facts[cls.name][""]) if fake.facts[cls.name][""] else cls().default()
+        from pyinfra.context import ctx_host
+
+        with ctx_host.use(fake):
+            return list(preflight.check._inner(tier=tier)), fake.noops
+
+    commands, noops = run("orin-nano", "basic")
+    assert commands == [] and noops == ["fits tier basic"]
+    commands, noops = run("nano", "advanced")
+    assert noops == [] and len(commands) == 1
+    assert commands[0].args == ("unified memory: needs 5.5 GB, has 4.2 GB; cores: needs 8, has 4",)
