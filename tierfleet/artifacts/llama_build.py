@@ -157,17 +157,22 @@ def extract_llama_cpp(sdist: Path, dest: Path) -> Path:
     tmp = dest / "llama.cpp.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    with tarfile.open(sdist) as tar:
-        members = []
-        for member in tar.getmembers():
-            if not member.name.startswith(prefix):
-                continue
-            member.name = member.name[len(prefix):]
-            if member.name:
-                members.append(member)
-        if not members:
-            raise BuildError(f"{sdist}: no vendor/llama.cpp inside")
-        tar.extractall(tmp, members=members, filter="data")
+    try:
+        with tarfile.open(sdist) as tar:
+            members = []
+            for member in tar.getmembers():
+                if not member.name.startswith(prefix):
+                    continue
+                member.name = member.name[len(prefix):]
+                if member.name:
+                    members.append(member)
+            if not members:
+                raise BuildError(f"{sdist}: no vendor/llama.cpp inside")
+            # the "data" filter refuses absolute paths, '..', device files and links leaving tmp
+            tar.extractall(tmp, members=members, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise BuildError(f"{sdist}: cannot unpack vendor/llama.cpp: {exc}") from exc
     tmp.rename(src)
     return src
 
