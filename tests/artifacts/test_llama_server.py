@@ -20,7 +20,7 @@ from operations.harness import run_local
 
 from tierfleet.artifacts.gguf_tiny import write_tiny_gguf
 from tierfleet.artifacts.http_store import StoreServer
-from tierfleet.artifacts.llama_build import cached_runtime
+from tierfleet.artifacts.llama_build import cached_runtime, pack_runtime
 from tierfleet.artifacts.manifest import publish
 from tierfleet.operations import release
 
@@ -52,12 +52,12 @@ def http(url, body=None):
 
 
 class Server:
-    def __init__(self, model: Path, log: Path) -> None:
+    def __init__(self, model: Path, log: Path, binary: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         self.proc = subprocess.Popen(
-            [str(RUNTIME.server), "-m", str(model), "--host", "127.0.0.1", "--port", str(self.port),
+            [str(binary or RUNTIME.server), "-m", str(model), "--host", "127.0.0.1", "--port", str(self.port),
              "-t", "1", "-c", "256", "-np", "1"],
             stdout=open(log, "wb"), stderr=subprocess.STDOUT)
 
@@ -86,8 +86,8 @@ class Server:
 def serve(tmp_path):
     started: list[Server] = []
 
-    def start(model: Path) -> Server:
-        srv = Server(model, tmp_path / f"server-{len(started)}.log")
+    def start(model: Path, binary: Path | None = None) -> Server:
+        srv = Server(model, tmp_path / f"server-{len(started)}.log", binary)
         started.append(srv)
         return srv
 
@@ -135,3 +135,28 @@ def test_missing_shard_fails_to_load(tmp_path, serve):
     assert not srv.wait_healthy()
     assert srv.proc.wait(timeout=30) != 0
     assert f"failed to load GGUF split from {files[1]}" in srv.log.read_text()
+
+
+def test_runtime_and_model_both_served_from_releases(tmp_path, serve):
+    """The packed runtime artifact, installed (decompressed, unpacked) as a release, serves a model release."""
+    store = tmp_path / "store"
+    rt = pack_runtime(RUNTIME, store, level=3)
+    files = write_tiny_gguf(tmp_path / "src" / "tiny.gguf", qtype="q8_0", split_max_tensors=8)
+    m = publish(store, files, kind="model", name="tiny", version="1")
+    rt_root, model_root = tmp_path / "opt" / "runtime", tmp_path / "srv" / "model"
+    with StoreServer(store) as srv:
+        res = run_local(release.artifact, root=str(rt_root), release="cpu-1", manifest=rt,
+                        source=f"{srv.url}{rt.name}/{rt.version}/", compressed=True, unpack=True)
+        assert not res.failed, res.stderr
+        res = run_local(release.artifact, root=str(model_root), release="tiny-1", manifest=m,
+                        source=f"{srv.url}tiny/1/")
+        assert not res.failed, res.stderr
+    for root, rid in ((rt_root, "cpu-1"), (model_root, "tiny-1")):
+        assert not run_local(release.switch, root=str(root), release=rid).failed
+
+    binary = rt_root / "current" / "bin" / "llama-server"
+    assert os.access(binary, os.X_OK)
+    server = serve(model_root / "current" / m.entrypoint, binary=binary)
+    assert server.wait_healthy(), server.log.read_text()[-2000:]
+    status, body = http(server.url + "/v1/completions", {"prompt": "edge", "max_tokens": 4})
+    assert status == 200 and json.loads(body)["usage"]["completion_tokens"] > 0

@@ -220,7 +220,7 @@ def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def pack_runtime(runtime: Runtime, store: Path, *, compress: bool = True) -> Manifest:
+def pack_runtime(runtime: Runtime, store: Path, *, compress: bool = True, level: int = 19) -> Manifest:
     """Pack the runtime's binaries into a tarball and publish it into the artifact store ``store``.
 
     The tarball holds ``bin/<target>`` for each of :data:`TARGETS` with zeroed owners and times, so
@@ -240,7 +240,7 @@ def pack_runtime(runtime: Runtime, store: Path, *, compress: bool = True) -> Man
                 tar.add(path, arcname=f"bin/{target}", filter=_tar_filter)
     try:
         return publish(store, [tarball], kind="runtime", name="llama-server", version=version,
-                       variant=runtime.variant, compress=compress,
+                       variant=runtime.variant, compress=compress, level=level,
                        extra={"cmake_flags": list(CMAKE_FLAGS),
                               "llama_cpp_python": runtime.version,
                               "cpu_features": list(X86_64_FEATURES) if "x86_64" in runtime.variant else []})
