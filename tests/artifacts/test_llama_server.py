@@ -16,7 +16,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from operations.harness import run_local
+
+try:  # with tests/ a package (the full tree)
+    from ..operations.harness import run_local
+except ImportError:  # tests/artifacts and tests/operations as top-level packages
+    from operations.harness import run_local
 
 from tierfleet.artifacts.gguf_tiny import write_tiny_gguf
 from tierfleet.artifacts.http_store import StoreServer
