@@ -33,7 +33,7 @@ RUNTIME = cached_runtime(CACHE)
 pytestmark = pytest.mark.skipif(
     RUNTIME is None,
     reason=f"no cached llama-server under {CACHE}: build it with "
-           "`python -m tierfleet.artifacts.llama_build .cache/runtime` (~10 min on 2 cores)",
+           "`python -m tierfleet.artifacts.llama_build .cache/runtime` (4-10 min on 2 cores)",
 )
 
 

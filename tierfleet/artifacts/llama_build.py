@@ -15,7 +15,7 @@ Steps, each a small function so tests and CI can run them separately:
 4. :func:`pack_runtime`  ``bin/llama-server`` (+ tools) into ``<name>-<version>-<variant>.tar`` and
    publish it with a manifest into an artifact store (see :mod:`tierfleet.artifacts.manifest`)
 
-Example (takes ~10 minutes on two cores)::
+Example (about 4 minutes on two idle cores, ~10 on busy ones)::
 
     python -m tierfleet.artifacts.llama_build .cache/runtime [STORE]
 
