@@ -4,49 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from pyinfra.api import Config, Inventory, State
-from pyinfra.api.connect import connect_all, disconnect_all
-from pyinfra.api.exceptions import PyinfraError
-from pyinfra.api.operation import add_op
-from pyinfra.api.operations import run_ops
 
 from tierfleet.artifacts.gguf_tiny import write_tiny_gguf
 from tierfleet.artifacts.http_store import RangeRequestHandler, StoreServer
 from tierfleet.artifacts.manifest import publish
 
-
-@dataclass
-class OpRun:
-    """What one operation did on the local host."""
-
-    will_change: bool
-    failed: bool
-    stdout: str
-    stderr: str
-
-
-def run_local(op, **kwargs) -> OpRun:
-    """Run one operation on ``@local`` through pyinfra's API (fresh state: facts are re-read)."""
-    inventory = Inventory((["@local"], {}))
-    state = State(inventory, Config())
-    connect_all(state)
-    host = inventory.get_host("@local")
-    try:
-        meta = add_op(state, op, **kwargs)[host]
-        will_change = bool(meta._maybe_is_change)
-        try:
-            run_ops(state)
-        except PyinfraError as exc:  # raised once every host failed (here: the only one)
-            assert str(exc) == "No hosts remaining!", exc
-        failed = host in state.failed_hosts
-        return OpRun(will_change, failed, meta.stdout if meta.is_complete() else "",
-                     meta.stderr if meta.is_complete() else "")
-    finally:
-        disconnect_all(state)
+from .harness import OpRun, run_local  # noqa: F401 - shared with the tests
 
 
 class ServerControl:

@@ -15,7 +15,8 @@ import pytest
 
 from tierfleet.operations import release
 
-from .conftest import run_local, tree
+from .conftest import tree
+from .harness import run_local
 
 
 def sha(path) -> str:

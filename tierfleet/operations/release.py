@@ -126,9 +126,18 @@ def _unzstd_script(*, stage: str, name: str, sha256: str, what: str) -> str:
     )
 
 
+def _untar_script(*, stage: str, name: str, what: str) -> str:
+    """Shell that unpacks the verified tarball ``name`` inside ``stage`` (kept, for re-verification)."""
+    fail = f"{what}: unpacking {name} failed (disk full or a bad archive); nothing was installed"
+    return (
+        f"if ! tar --no-same-owner -xf {quote(f'{stage}/{name}')} -C {quote(stage)}; then "
+        f"{_drop(stage)}; echo {quote('tierfleet: ' + fail)} >&2; exit 1; fi"
+    )
+
+
 @operation()
 def artifact(root: str, release: str, manifest: Manifest | dict, source: str,
-             compressed: bool = False) -> Generator[str, None, None]:
+             compressed: bool = False, unpack: bool = False) -> Generator[str, None, None]:
     """Install an artifact as release ``release`` under ``root``, verified, without switching.
 
     + root: absolute directory holding ``releases/``, ``current`` and ``.staging/``
@@ -137,8 +146,10 @@ def artifact(root: str, release: str, manifest: Manifest | dict, source: str,
     + source: ``http(s)://`` base URL of the artifact in the store (``…/<name>/<version>/``),
       or an absolute directory on the host holding the files
     + compressed: fetch each file's ``.zst`` form and decompress it on the host (needs ``zstd``)
+    + unpack: unpack verified ``.tar`` files inside the release (a runtime: ``bin/llama-server``);
+      the tarball is kept so the release still matches its manifest
 
-    Needs ``curl`` (HTTP), ``sha256sum``, ``stat``, ``df`` on the host.
+    Needs ``curl`` (HTTP), ``sha256sum``, ``stat``, ``df`` (and ``zstd``, ``tar`` when asked) on the host.
     """
     root = _check_root(root)
     release = _check_id(release)
@@ -168,7 +179,12 @@ def artifact(root: str, release: str, manifest: Manifest | dict, source: str,
         yield f"rm -rf -- {quote(rel_dir)}"
 
     stage = f"{root}/.staging/{release}"
-    need = sum(f.size + (f.zst.size if compressed and f.zst else 0) for f in manifest.files)
+    need = sum(
+        f.size
+        + (f.zst.size if compressed and f.zst else 0)
+        + (f.size if unpack and f.path.endswith(".tar") else 0)  # unpacked contents
+        for f in manifest.files
+    )
     need_kib = need // 1024 + 1
     have_kib = state["staging"].get(release, 0)
     short = f"{what}: not enough space under {root}: need {need_kib - have_kib} KiB"
@@ -186,6 +202,8 @@ def artifact(root: str, release: str, manifest: Manifest | dict, source: str,
             yield _unzstd_script(stage=stage, name=f.path, sha256=f.sha256, what=what)
         else:
             yield _fetch_script(stage=stage, name=f.path, size=f.size, sha256=f.sha256, source=source, what=what)
+        if unpack and f.path.endswith(".tar"):
+            yield _untar_script(stage=stage, name=f.path, what=what)
     mpath = quote(f"{stage}/{MANIFEST_NAME}")
     yield (
         f"if ! printf '%s\\n' {quote(manifest.to_json())} > {mpath}; then {_drop(stage)}; "
