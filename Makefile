@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test runtime bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -16,7 +16,11 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/tierfleet preflight -i inventory/local.py
 
-test: $(BIN)/.installed
+# llama.cpp's llama-server, built once from the llama-cpp-python sdist (4-10 min on 2 cores), then cached
+runtime: $(BIN)/.installed
+	$(BIN)/python -m tierfleet.artifacts.llama_build .cache/runtime
+
+test: runtime
 	$(BIN)/pytest
 
 clean:
