@@ -216,3 +216,27 @@ class CpuFreq(FactBase[CpuFreqInfo | None]):
 
     def process(self, output: list[str]) -> CpuFreqInfo | None:
         return parse_cpufreq(output)
+
+
+def parse_allowed(lines: list[str]) -> list[int] | None:
+    """Parse the ``Cpus_allowed_list`` line of ``/proc/self/status``.
+
+    >>> parse_allowed(["Cpus_allowed_list:\t0-1"])
+    [0, 1]
+    """
+    for line in lines:
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "Cpus_allowed_list":
+            return parse_cpu_list(value)
+    return None
+
+
+class AllowedCpus(FactBase[list[int] | None]):
+    """CPUs the kernel lets a process of this host run on (``Cpus_allowed_list``), the ground truth for
+    affinity masks: inside a container it can be narrower than the topology under ``/sys``."""
+
+    def command(self) -> str:
+        return "grep '^Cpus_allowed_list' /proc/self/status; true"
+
+    def process(self, output: list[str]) -> list[int] | None:
+        return parse_allowed(output)
