@@ -14,7 +14,7 @@ from typing import Any
 
 from ..knobs import Change, Knob, Skipped, sysfs_knob
 from ..settings import Setting, boolean, fallback_list, int_range, one_of
-from ..sysfs import Sysfs, parse_cpulist
+from ..sysfs import Sysfs
 from .base import Backend, HostContext
 
 CPUFREQ = "devices/system/cpu/cpufreq"
@@ -109,7 +109,8 @@ class CpufreqBackend(Backend):
         return {p: self.sysfs.read(self._p(p, "scaling_governor")) for p in self.policies}
 
     def policy_cpus(self, policy: str) -> list[int]:
-        return parse_cpulist(self.sysfs.read(self._p(policy, "affected_cpus")) or "")
+        """CPUs of a policy (``affected_cpus`` is space-separated, unlike CPU lists)."""
+        return [int(c) for c in parse_words(self.sysfs.read(self._p(policy, "affected_cpus")))]
 
     def _make_knobs(self) -> dict[str, Knob]:
         knobs: dict[str, Knob] = {}
