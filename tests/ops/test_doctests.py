@@ -10,7 +10,8 @@ import pytest
 
 import tierfleet_ops
 
-MODULES = sorted(m.name for m in pkgutil.walk_packages(tierfleet_ops.__path__, "tierfleet_ops."))
+MODULES = sorted(m.name for m in pkgutil.walk_packages(tierfleet_ops.__path__, "tierfleet_ops.")
+                 if not m.name.endswith("__main__"))
 
 
 @pytest.mark.parametrize("name", MODULES)
