@@ -82,7 +82,7 @@ class Daemon:
         self.applier = Applier(self.state)
         self.selector = Selector(self.policy.switching, self.policy.default_profile, self.policy.windows)
         self.signals = Signals(self.policy.runtime)
-        self.pinner = Pinner(self._match(), cfg.procfs)
+        self.pinner = Pinner(self._match(), cfg.procfs, self.state)
         self.slices = SliceCpus(cfg.ctx.runner, cfg.cgroup_root)
         self.placement: Placement | None = None
         self.online_seen: str | None = None
@@ -282,7 +282,8 @@ class Daemon:
         self.reloads_total += 1
         held = self.selector.held
         current = self.selector.current if self.selector.current in new.profiles else new.default_profile
-        self.selector = Selector(new.switching, current, new.windows)
+        self.selector = Selector(new.switching, new.default_profile, new.windows)
+        self.selector.current = current
         self.selector.held = held if held in new.profiles else None
         self.signals = Signals(new.runtime)
         self.pinner.match = self._match()

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from .errors import CommandError, UnavailableError
 from .runner import Runner
-from .sysfs import format_cpulist
+from .state import StateStore
+from .sysfs import format_cpulist, parse_cpulist
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +190,10 @@ class PinReport:
 class Pinner:
     """Pins every thread of the runtime to the inference CPUs; remembers originals to undo."""
 
-    def __init__(self, match: RuntimeMatch, procfs: Procfs | None = None) -> None:
+    def __init__(self, match: RuntimeMatch, procfs: Procfs | None = None, state: "StateStore | None" = None) -> None:
         self.match = match
         self.procfs = procfs or Procfs()
-        self.original: dict[int, set[int]] = {}
+        self.state = state if state is not None else StateStore(None)
         self.pinned_total = 0
 
     def pin(self, cpus: list[int]) -> PinReport:
@@ -211,7 +212,7 @@ class Pinner:
                     have = os.sched_getaffinity(tid)
                     rep.threads += 1
                     if have != want:
-                        self.original.setdefault(tid, have)
+                        self.state.record_pin(tid, format_cpulist(have))
                         os.sched_setaffinity(tid, want)
                         rep.newly_pinned += 1
                 except ProcessLookupError:
@@ -226,15 +227,16 @@ class Pinner:
         return rep
 
     def unpin(self) -> int:
-        """Give threads that still exist their original masks back; returns how many."""
+        """Give threads that still exist their original masks back (persisted, so this also
+        works after a SIGKILL and restart); returns how many."""
         n = 0
-        for tid, mask in list(self.original.items()):
+        for tid, mask in list(self.state.pins.items()):
             try:
-                os.sched_setaffinity(tid, mask)
+                os.sched_setaffinity(tid, parse_cpulist(mask))
                 n += 1
             except OSError:
-                pass
-            del self.original[tid]
+                pass  # the thread is gone
+        self.state.forget_pins(list(self.state.pins))
         return n
 
 

@@ -36,6 +36,7 @@ class Selector:
         self.order: list[str] = switching["order"]
         self.windows = windows or []
         self.current = start
+        self.default = start
         self.entered_at = float("-inf")  # the start profile has no minimum hold
         self.pending: str | None = None
         self.pending_since = 0.0
@@ -83,8 +84,10 @@ class Selector:
             return Decision(forced, "window")
         if model_loaded is False and self.sw.get("idle_profile"):
             d = Decision(self.sw["idle_profile"], "no model loaded")
-        elif load is None or not self.sw.get("enabled", True):
-            d = Decision(self.current, "no load signal" if load is None else "static")
+        elif not self.sw.get("enabled", True):
+            d = Decision(self.default, "static")
+        elif load is None:
+            d = Decision(self.current, "no load signal")
         else:
             d = Decision(self.by_load(load), f"load {load:.0f}%")
         if cap and self._level(d.profile) > self._level(cap) and d.profile in self.order:
@@ -103,7 +106,7 @@ class Selector:
             a = self.sw.get("smoothing", 1.0)
             self.smoothed = load if self.smoothed is None else a * load + (1 - a) * self.smoothed
         d = self.want(self.smoothed if load is not None else None, model_loaded, now)
-        if d.reason in ("held", "window"):
+        if d.reason in ("held", "window", "static"):
             self.pending = None
             return self._switch(t, d) if d.profile != self.current else None
         if d.reason.startswith("load"):
