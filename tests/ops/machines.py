@@ -187,3 +187,47 @@ class KernelSysfs(Sysfs):
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
         self.writes.append((rel, value))
         path.write_text(value + "\n")
+
+
+# --- Jetson ------------------------------------------------------------------------------------
+
+ORIN_GPU_FREQS = [306000000, 408000000, 510000000, 612000000, 714000000, 816000000, 918000000,
+                  1020000000, 1122000000, 1224000000, 1300500000]
+
+
+def jetson_agx_orin(root: Path) -> Path:
+    """AGX Orin (JetPack 5) sysfs: CPUs with online files, GPU devfreq reached through the
+    class symlink (of_node name ga10b), INA3221 hwmon rails; device-tree model beside it."""
+    orin_agx(root)
+    for c in range(12):
+        put(root, f"{CPU}/cpu{c}/online", 1)
+    dev = root / "devices/platform/17000000.ga10b"
+    df = dev / "devfreq/17000000.ga10b"
+    put(root, "devices/platform/17000000.ga10b/of_node/name", "ga10b\0")
+    put(root, "devices/platform/17000000.ga10b/load", 412)
+    rel = "devices/platform/17000000.ga10b/devfreq/17000000.ga10b"
+    put(root, f"{rel}/available_frequencies", " ".join(map(str, ORIN_GPU_FREQS)))
+    put(root, f"{rel}/min_freq", ORIN_GPU_FREQS[0])
+    put(root, f"{rel}/max_freq", ORIN_GPU_FREQS[-1])
+    put(root, f"{rel}/cur_freq", ORIN_GPU_FREQS[3])
+    put(root, f"{rel}/governor", "nvhost_podgov")
+    (df / "device").symlink_to("../..")
+    (root / "class/devfreq").mkdir(parents=True, exist_ok=True)
+    (root / "class/devfreq/17000000.ga10b").symlink_to(f"../../{rel}")
+    hw = "bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon3"
+    for n, (label, mv, ma) in enumerate((("VDD_GPU_SOC", 5008, 1196), ("VDD_CPU_CV", 5016, 398),
+                                         ("VIN_SYS_5V0", 5000, 1020)), start=1):
+        put(root, f"{hw}/in{n}_label", label)
+        put(root, f"{hw}/in{n}_input", mv)
+        put(root, f"{hw}/curr{n}_input", ma)
+    put(root.parent, "proc/device-tree/model", "NVIDIA Jetson AGX Orin Developer Kit\0")
+    return root
+
+
+def jetson_nano_jp4_rails(root: Path) -> Path:
+    """Jetson Nano (JetPack 4) INA3221 through iio: rail_name_N / in_powerN_input (mW)."""
+    d = "bus/i2c/drivers/ina3221x/6-0040/iio:device0"
+    for n, (label, mw) in enumerate((("POM_5V_IN", 3964), ("POM_5V_GPU", 1204), ("POM_5V_CPU", 803))):
+        put(root, f"{d}/rail_name_{n}", label)
+        put(root, f"{d}/in_power{n}_input", mw)
+    return root

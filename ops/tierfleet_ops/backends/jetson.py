@@ -18,7 +18,8 @@ from typing import Any
 
 from ..errors import CommandError, UnavailableError
 from ..knobs import Change, Knob, Skipped, sysfs_knob
-from ..settings import Setting, boolean, int_range, name
+from ..settings import Setting, boolean, int_range
+from ..settings import name as mode_name
 from ..sysfs import Sysfs
 from .base import Backend, HostContext
 
@@ -135,7 +136,7 @@ class JetsonBackend(Backend):
         s.name: s
         for s in (
             Setting("nvpmodel", "a mode NAME from `nvpmodel -p --verbose` (e.g. MAXN, 15W)",
-                    "power mode by name; ids differ per board", name),
+                    "power mode by name; ids differ per board", mode_name),
             Setting("jetson_clocks", "true or false",
                     "pin clocks at the mode's maximum (jetson_clocks); false restores the stored ones",
                     boolean),
