@@ -96,6 +96,7 @@ class Daemon:
         self.sample: dict[str, Any] = {}
         self.load: float | None = None
         self.other_managers: list[str] = []
+        self.knob_available: dict[str, bool] = {}
         self._next_pin = 0.0
         self._next_reapply = 0.0
         self._next_watchdog = 0.0
@@ -125,14 +126,11 @@ class Daemon:
         if names:
             log.warning("found %d original value(s) recorded by an earlier run; they will be restored on stop",
                         len(names))
-        self.other_managers = detect_power_managers(
-            [((self.cfg.procfs.read(p, "comm") or "").strip(), self.cfg.procfs.argv(p))
-             for p in self.cfg.procfs.pids()])
-        for m in self.other_managers:
-            log.warning("another power manager is running: %s; it will fight this daemon over the same knobs", m)
+        self.check_power_managers()
         with self.lock:
             self.apply_profile(self.selector.current, reason="start")
             self.update_placement(force=True)
+            self.refresh_knob_availability()
         if self.cfg.socket_path:
             from .control import ControlServer
 
@@ -145,6 +143,19 @@ class Daemon:
         notify(f"READY=1\nSTATUS=profile {self.selector.current}, policy {self.policy.hash}")
         log.info("started", extra={"fields": {"profile": self.selector.current, "policy": self.policy.hash,
                                               "backends": ",".join(b.name for b in self.backends)}})
+
+    def check_power_managers(self) -> None:
+        """Warn (once per change) when tuned, power-profiles-daemon or auto-cpufreq runs."""
+        found = detect_power_managers(
+            [((self.cfg.procfs.read(p, "comm") or "").strip(), self.cfg.procfs.argv(p))
+             for p in self.cfg.procfs.pids()])
+        for m in sorted(set(found) - set(self.other_managers)):
+            log.warning("another power manager is running: %s; it will fight this daemon over the same knobs", m)
+        self.other_managers = found
+
+    def refresh_knob_availability(self) -> None:
+        """Which knobs exist; read at start and on each re-verify pass, not per status request."""
+        self.knob_available = {n: k.read() is not None for n, k in sorted(self.knobs().items())}
 
     # --- profile application -----------------------------------------------------------------
 
@@ -244,6 +255,8 @@ class Daemon:
             if now >= self._next_reapply:
                 self._next_reapply = now + self.policy.top["reapply_s"]
                 self.reapply()
+                self.refresh_knob_availability()
+                self.check_power_managers()
             if now >= self._next_pin:
                 self._next_pin = now + self.policy.pinning["interval_s"]
                 self.pin_now()
@@ -348,13 +361,12 @@ class Daemon:
                 g = getattr(b, "governors", None)
                 if g:
                     governors = g()
-            knobs = self.knobs()
             return {
                 "profile": self.selector.current, "held": self.selector.held, "reason": self.selector.reason,
                 "policy": {"path": self.cfg.policy_path, "hash": self.policy.hash, "error": self.policy_error},
                 "load_pct": self.load, "signals": self.sample, "readings": self.readings,
                 "backends": [b.describe() for b in self.backends], "governors": governors,
-                "knobs": {n: k.read() is not None for n, k in sorted(knobs.items())},
+                "knobs": dict(self.knob_available),
                 "placement": self.placement.as_dict() if self.placement else None,
                 "pinning": {"pids": self.last_pin.pids, "threads": self.last_pin.threads,
                             "pinned_total": self.pinner.pinned_total,

@@ -146,3 +146,27 @@ def test_slice_cpus_unavailable_without_cgroup_v2_cpuset(tmp_path):
     (tmp_path / "cgroup.controllers").write_text("cpu io memory pids\n")
     assert not SliceCpus(Runner(), cgroup_root=str(tmp_path)).available()
     assert not SliceCpus(Runner(), cgroup_root=str(tmp_path / "v1-has-no-such-file")).available()
+
+
+def test_other_power_managers_are_found_among_real_processes(tmp_path):
+    from tierfleet_ops.daemon import detect_power_managers
+
+    exe = tmp_path / "tuned"
+    exe.symlink_to(sys.executable)
+    p = subprocess.Popen([str(exe), "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        procfs = Procfs()
+        import time
+        for _ in range(100):  # until the child has exec'd
+            if procfs.argv(p.pid)[:1] == [str(exe)]:
+                break
+            time.sleep(0.01)
+        found = detect_power_managers([((procfs.read(pid, "comm") or "").strip(), procfs.argv(pid))
+                                       for pid in procfs.pids()])
+        assert "tuned" in found
+    finally:
+        p.stdin.close()
+        p.wait(timeout=10)
+    found = detect_power_managers([((Procfs().read(pid, "comm") or "").strip(), Procfs().argv(pid))
+                                   for pid in Procfs().pids()])
+    assert "tuned" not in found
