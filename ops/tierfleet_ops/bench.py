@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import psutil
 
@@ -45,7 +45,7 @@ pinning:
 """
 
 
-def _spin(stop: "mp.synchronize.Event") -> None:
+def _spin(stop: mp.synchronize.Event) -> None:
     while not stop.is_set():
         pass
 

@@ -105,8 +105,8 @@ def make_cli() -> click.Group:
         click.echo(f"policy:   {st['policy']['hash']}  {st['policy']['path']}"
                    + (f"  reload error: {st['policy']['error']}" if st["policy"]["error"] else ""))
         load = "n/a" if st["load_pct"] is None else f"{st['load_pct']:.0f}%"
-        click.echo(f"load:     {load}  " + " ".join(f"{k}={v if v is None else round(v, 1) if isinstance(v, float) else v}"
-                                                  for k, v in st["signals"].items()))
+        sig = " ".join(f"{k}={round(v, 1) if isinstance(v, float) else v}" for k, v in st["signals"].items())
+        click.echo(f"load:     {load}  {sig}")
         click.echo("readings: " + (" ".join(f"{k}={v:.1f}" for k, v in st["readings"].items()) or "none"))
         click.echo("backends: " + (", ".join(b["name"] for b in st["backends"]) or "none"))
         avail = sum(st["knobs"].values())

@@ -29,7 +29,7 @@ COMMANDS = ("status", "hold", "release", "reload", "dry-run")
 MAX_REQUEST = 4096
 
 
-def handle_request(daemon: "Daemon", req: Any) -> dict[str, Any]:
+def handle_request(daemon: Daemon, req: Any) -> dict[str, Any]:
     """Run one request against the daemon (pure dispatch; errors become ``ok: false``)."""
     if not isinstance(req, dict) or req.get("cmd") not in COMMANDS:
         return {"ok": False, "error": f"unknown request; commands: {', '.join(COMMANDS)}"}
@@ -80,7 +80,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 class ControlServer:
     """Serves the control socket in a background thread."""
 
-    def __init__(self, daemon: "Daemon", path: str, group: str | None = None) -> None:
+    def __init__(self, daemon: Daemon, path: str, group: str | None = None) -> None:
         self.path = Path(path)
         self.group = group
         self.daemon = daemon

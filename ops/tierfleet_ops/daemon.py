@@ -66,6 +66,8 @@ class DaemonConfig:
     ctx: HostContext = field(default_factory=HostContext)
     procfs: Procfs = field(default_factory=Procfs)
     cgroup_root: str = "/sys/fs/cgroup"
+    #: CPUs placement may use; None: this process's affinity (``os.sched_getaffinity(0)``)
+    allowed_cpus: set[int] | None = None
 
 
 class Daemon:
@@ -211,7 +213,8 @@ class Daemon:
         self.online_seen = online
         pin = self.policy.pinning
         topo = read_topology(self.cfg.ctx.sysfs)
-        self.placement = choose_cores(topo, reserve=pin["reserve_cores"], allowed=os.sched_getaffinity(0),
+        allowed = self.cfg.allowed_cpus or os.sched_getaffinity(0)
+        self.placement = choose_cores(topo, reserve=pin["reserve_cores"], allowed=allowed,
                                       numa=pin["numa"])
         for w in self.placement.warnings:
             log.warning("placement: %s", w)
@@ -317,6 +320,9 @@ class Daemon:
                     self.tick(t0)
                 except OpsError as exc:
                     log.error("tick: %s", exc)
+                except Exception:  # noqa: BLE001 - keep serving; a tick that keeps failing
+                    # stops the watchdog pings and systemd restarts the daemon
+                    log.exception("tick failed")
                 self.stop_event.wait(max(0.0, self.policy.top["tick_s"] - (time.monotonic() - t0)))
         finally:
             self.stop()
@@ -328,6 +334,7 @@ class Daemon:
             self.server.stop()
         if self.metrics_server:
             self.metrics_server.shutdown()
+            self.metrics_server.server_close()
         with self.lock:
             if self.policy.top["on_stop"] == "restore":
                 order_by = {}

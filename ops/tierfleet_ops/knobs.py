@@ -8,7 +8,7 @@ A knob whose file is missing, unreadable or not supported reads as ``None``: "un
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 from .sysfs import Sysfs
 

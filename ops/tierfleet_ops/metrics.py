@@ -6,7 +6,8 @@ Nothing is updated per tick: a collector reads the daemon's last tick on each sc
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
@@ -23,7 +24,7 @@ ENERGY = {"gpu_energy_j": "gpu", "cpu_energy_j": "cpu_package", "board_energy_j"
 
 
 class DaemonCollector:
-    def __init__(self, daemon: "Daemon") -> None:
+    def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
 
     def collect(self) -> Iterator[Any]:
@@ -70,13 +71,13 @@ class DaemonCollector:
         yield info
 
 
-def make_registry(daemon: "Daemon") -> CollectorRegistry:
+def make_registry(daemon: Daemon) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(DaemonCollector(daemon))
     return reg
 
 
-def start_metrics(daemon: "Daemon", addr: str, port: int) -> Any:
+def start_metrics(daemon: Daemon, addr: str, port: int) -> Any:
     """Serve ``/metrics`` on ``addr:port`` (loopback only); returns the server (``.shutdown()``)."""
     if not (addr.startswith("127.") or addr == "::1"):
         raise ValueError(f"metrics address {addr} is not loopback")

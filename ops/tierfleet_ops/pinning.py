@@ -190,11 +190,12 @@ class PinReport:
 class Pinner:
     """Pins every thread of the runtime to the inference CPUs; remembers originals to undo."""
 
-    def __init__(self, match: RuntimeMatch, procfs: Procfs | None = None, state: "StateStore | None" = None) -> None:
+    def __init__(self, match: RuntimeMatch, procfs: Procfs | None = None, state: StateStore | None = None) -> None:
         self.match = match
         self.procfs = procfs or Procfs()
         self.state = state if state is not None else StateStore(None)
         self.pinned_total = 0
+        self._reported: dict[int, int] = {}
 
     def pin(self, cpus: list[int]) -> PinReport:
         """One pass: pin any thread whose mask is not ``cpus``."""
@@ -222,8 +223,10 @@ class Pinner:
                     log.warning("pin thread %d of %d: %s", tid, pid, exc)
         self.pinned_total += rep.newly_pinned
         for pid, n in rep.thread_mismatch.items():
-            log.warning("runtime pid %d runs %d threads but has %d inference CPUs (%s)",
-                        pid, n, len(want), format_cpulist(want))
+            if self._reported.get(pid) != n:  # once per process and count, not every pass
+                log.warning("runtime pid %d runs %d threads but has %d inference CPUs (%s)",
+                            pid, n, len(want), format_cpulist(want))
+        self._reported = dict(rep.thread_mismatch)
         return rep
 
     def unpin(self) -> int:

@@ -7,7 +7,8 @@ profile's section against the table and reports the file, the key and what is al
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from .errors import ConfigError
 

@@ -47,7 +47,7 @@ class StateStore:
             self.pins[tid] = cpulist
             self._save()
 
-    def forget_pins(self, tids: "list[int]") -> None:
+    def forget_pins(self, tids: list[int]) -> None:
         if any(self.pins.pop(t, None) is not None for t in list(tids)):
             self._save()
 

@@ -122,7 +122,7 @@ def parse_cpulist(text: str) -> list[int]:
     return sorted(cpus)
 
 
-def format_cpulist(cpus: "list[int] | set[int]") -> str:
+def format_cpulist(cpus: list[int] | set[int]) -> str:
     """Format CPU numbers as a kernel CPU list.
 
     >>> format_cpulist([0, 1, 2, 5, 7, 8])

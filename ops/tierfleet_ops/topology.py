@@ -40,7 +40,7 @@ class Topology:
     cpus: dict[int, Cpu]
     online: list[int]
 
-    def cores(self, cpus: "set[int] | None" = None) -> list[tuple[int, ...]]:
+    def cores(self, cpus: set[int] | None = None) -> list[tuple[int, ...]]:
         """Physical cores (sibling tuples restricted to ``cpus``), by lowest CPU number."""
         use = set(self.online) if cpus is None else set(cpus) & set(self.online)
         seen: dict[tuple[int, ...], None] = {}
@@ -85,7 +85,7 @@ class Placement:
                 "os": format_cpulist(self.os_side), "warnings": self.warnings}
 
 
-def choose_cores(topo: Topology, reserve: int = 2, allowed: "set[int] | None" = None,
+def choose_cores(topo: Topology, reserve: int = 2, allowed: set[int] | None = None,
                  numa: str = "single") -> Placement:
     """Split the usable CPUs into OS-reserved and inference cores (rule in the module docstring)."""
     warnings: list[str] = []

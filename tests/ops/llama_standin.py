@@ -54,7 +54,7 @@ class LlamaStandin:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def __enter__(self) -> "LlamaStandin":
+    def __enter__(self) -> LlamaStandin:
         self.thread.start()
         return self
 

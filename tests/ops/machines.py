@@ -3,8 +3,9 @@
 Each builder writes the files the kernel exposes (same names, same formats: kHz, CPU lists,
 space-separated lists) for one machine type; values come from the named real parts.
 :class:`KernelSysfs` adds the kernel's write checks (EINVAL for an unknown governor or
-min > max as kernels before 5.3 did; newer ones clamp instead, which verify catches; EBUSY for EPP under the performance governor with intel_pstate, EACCES on denied
-files), since plain files would accept anything.
+min > max as kernels before 5.3 did, where newer ones clamp and verify catches it; EBUSY
+for EPP under the performance governor with intel_pstate; EACCES on denied files), since
+plain files would accept anything.
 """
 
 from __future__ import annotations

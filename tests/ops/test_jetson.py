@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tierfleet_ops.apply import Applier
 from tierfleet_ops.backends.base import HostContext
-from tierfleet_ops.backends.jetson import (JetsonBackend, find_gpu_devfreq, parse_nvpmodel_conf,
+from tierfleet_ops.backends.jetson import (JetsonBackend, parse_nvpmodel_conf,
                                            parse_nvpmodel_modes, read_rails)
 from tierfleet_ops.runner import Runner
 from tierfleet_ops.settings import validate_section
@@ -142,3 +140,24 @@ def test_parsers_on_recorded_formats(data_dir):
     conf = parse_nvpmodel_conf((data_dir / "orin_agx_nvpmodel.conf").read_text())
     assert conf[1]["name"] == "15W" and conf[1]["cpu_offline"] == list(range(4, 12))
     assert parse_nvpmodel_modes("NVPM VERB: POWER_MODEL: ID=2 NAME=MAXN_SUPER\n") == {"MAXN_SUPER": 2}
+
+
+def test_daemon_recomputes_placement_after_a_mode_switch(orin, tmp_path):
+    from tierfleet_ops.daemon import Daemon, DaemonConfig
+
+    be, root, log, ctx = orin
+    pol = tmp_path / "p.yaml"
+    pol.write_text("profiles:\n  eco: {jetson: {nvpmodel: '15W'}}\n  performance: {jetson: {nvpmodel: MAXN}}\n"
+                   "default_profile: performance\npinning: {enabled: false}\n")
+    d = Daemon(DaemonConfig(policy_path=str(pol), state_path=str(tmp_path / "s.json"), socket_path=None,
+                            metrics_port=None, ctx=ctx, backends=["jetson"], allowed_cpus=set(range(12))))
+    d.start()
+    try:
+        assert d.placement.inference == list(range(2, 12))
+        d.hold("eco")
+        assert (root / "devices/system/cpu/online").read_text().strip() == "0-3"
+        assert d.placement.inference == [2, 3]
+    finally:
+        out = d.stop()
+    assert [(o.name, o.after) for o in out] == [("jetson.nvpmodel", "30W")]
+    assert (root / "devices/system/cpu/online").read_text().strip() == "0-7"

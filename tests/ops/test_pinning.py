@@ -72,7 +72,8 @@ def test_every_thread_is_pinned_and_new_threads_are_caught(runtime, tmp_path):
     # a thread the runtime starts later inherits its creator's mask: force a mask on the main
     # thread first so the new one differs, then the periodic re-check must catch it
     os.sched_setaffinity(proc.pid, os.sched_getaffinity(0))
-    proc.stdin.write("more\n"); proc.stdin.flush()
+    proc.stdin.write("more\n")
+    proc.stdin.flush()
     assert proc.stdout.readline().strip() == "more"
     rep3 = pinner.pin(target)
     assert rep3.threads == 6 and rep3.newly_pinned == 2
@@ -94,7 +95,8 @@ def test_find_by_executable_name_skips_other_processes(runtime, tmp_path):
         pids = find_runtime(RuntimeMatch(name="llama-server"), Procfs())
         assert p.pid in pids and other.pid not in pids
     finally:
-        p.stdin.close(); p.wait(timeout=10)
+        p.stdin.close()
+        p.wait(timeout=10)
 
 
 def test_no_matching_runtime_pins_nothing(tmp_path):

@@ -115,7 +115,7 @@ def test_recorded_noisy_cpu_trace_does_not_flap(data_dir):
     # five load phases: at most one switch per phase boundary plus one spare
     assert sel.switches <= 6, sel.switches
     assert naive >= 3 * sel.switches, (naive, sel.switches)
-    heavy = [p for p, s in zip(profiles, samples) if s["phase"] == "heavy"]
+    heavy = [p for p, s in zip(profiles, samples, strict=True) if s["phase"] == "heavy"]
     assert heavy[-1] == "performance"
     assert heavy.count("performance") >= len(heavy) // 2
     assert profiles[0] == "eco"

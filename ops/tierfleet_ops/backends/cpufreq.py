@@ -92,7 +92,7 @@ class CpufreqBackend(Backend):
         self._knobs = self._make_knobs()
 
     @classmethod
-    def detect(cls, ctx: HostContext) -> "CpufreqBackend | None":
+    def detect(cls, ctx: HostContext) -> CpufreqBackend | None:
         backend = cls(ctx.sysfs)
         return backend if backend.policies else None
 

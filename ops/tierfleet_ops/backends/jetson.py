@@ -162,7 +162,7 @@ class JetsonBackend(Backend):
         self._knobs = self._make_knobs()
 
     @classmethod
-    def detect(cls, ctx: HostContext) -> "JetsonBackend | None":
+    def detect(cls, ctx: HostContext) -> JetsonBackend | None:
         model_file = ctx.sysfs.root.parent / "proc/device-tree/model"
         try:
             model = model_file.read_text(errors="replace").rstrip("\x00\n")

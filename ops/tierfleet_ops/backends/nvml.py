@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from ..errors import UnavailableError
 from ..knobs import Change, Knob, Skipped
@@ -119,7 +120,7 @@ class NvmlBackend(Backend):
         self.reloads = 0
 
     @classmethod
-    def detect(cls, ctx: HostContext) -> "NvmlBackend | None":
+    def detect(cls, ctx: HostContext) -> NvmlBackend | None:
         session = NvmlSession(ctx.nvml_loader or default_loader)
         try:
             session.start()

@@ -33,7 +33,7 @@ class RaplBackend(Backend):
         self._total_uj = 0
 
     @classmethod
-    def detect(cls, ctx: HostContext) -> "RaplBackend | None":
+    def detect(cls, ctx: HostContext) -> RaplBackend | None:
         domains = [d for d in rapl_domains(ctx.sysfs) if ctx.sysfs.read(f"{POWERCAP}/{d}/energy_uj")]
         return cls(ctx.sysfs, domains) if domains else None
 
