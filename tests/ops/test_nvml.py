@@ -127,3 +127,25 @@ def test_driver_reload_detected_by_lost_handles(gpu):
     assert be.knobs()["nvml.gpu0.power_limit_mw"].read() == "700000"
     assert [o.status for o in ap.apply(be.plan(s(power_limit_w=300))[0])] == ["changed"]
     assert fake.power_limit_mW == 300000
+
+
+def test_fake_agrees_with_the_recorded_nvidia_smi_xml(data_dir):
+    from tierfleet_ops.backends.nvml import parse_nvidia_smi_xml
+
+    smi = parse_nvidia_smi_xml((data_dir / "h200_nvidia-smi-q.xml").read_text())
+    assert len(smi) == 1
+    g = smi[0]
+    fake = FakeNvml(data_dir / "h200_nvml_probe.json", smi_xml=data_dir / "h200_nvidia-smi-q.xml")
+    fake.nvmlInit()
+    h = fake.nvmlDeviceGetHandleByIndex(0)
+    assert g["name"] == fake.nvmlDeviceGetName(h) == "NVIDIA H200"
+    lo, hi = fake.nvmlDeviceGetPowerManagementLimitConstraints(h)
+    assert g["limit_range_w"] == (lo / 1000, hi / 1000) == (200.0, 700.0)
+    assert g["power_limit_w"] * 1000 == fake.nvmlDeviceGetPowerManagementLimit(h)
+    assert g["max_sm_mhz"] == fake.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_SM) == 1980
+    assert sorted(g["supported_graphics_mhz"]) == sorted(fake.nvmlDeviceGetSupportedMemoryClocks(h))
+    for mem, clocks in g["supported_graphics_mhz"].items():
+        assert fake.nvmlDeviceGetSupportedGraphicsClocks(h, mem) == clocks
+        assert len(clocks) == 110 and clocks[0] == 1980 and clocks[-1] == 345
+    with pytest.raises(pynvml.NVMLError_NotFound):
+        fake.nvmlDeviceGetSupportedGraphicsClocks(h, 1000)

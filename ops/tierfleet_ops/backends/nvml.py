@@ -48,6 +48,58 @@ def clock_pair(v: Any) -> list[int] | bool:
     raise ValueError(f"{v!r} is not [min_mhz, max_mhz] with min <= max, nor false")
 
 
+def _mhz_or_w(text: str | None) -> float | None:
+    """``"700.00 W"`` / ``"1980 MHz"`` to a number; ``N/A`` to None."""
+    if not text:
+        return None
+    head = text.split()[0]
+    try:
+        return float(head)
+    except ValueError:
+        return None
+
+
+def parse_nvidia_smi_xml(text: str) -> list[dict[str, Any]]:
+    """Per-GPU limits and clocks from ``nvidia-smi -q -x`` (the command-line view of the same
+    NVML values; used to cross-check recordings).
+
+    >>> xml = ("<nvidia_smi_log><gpu><product_name>X</product_name><gpu_power_readings>"
+    ...        "<current_power_limit>700.00 W</current_power_limit><min_power_limit>200.00 W</min_power_limit>"
+    ...        "<max_power_limit>700.00 W</max_power_limit><default_power_limit>700.00 W</default_power_limit>"
+    ...        "</gpu_power_readings><max_clocks><sm_clock>1980 MHz</sm_clock></max_clocks></gpu></nvidia_smi_log>")
+    >>> g = parse_nvidia_smi_xml(xml)[0]
+    >>> g["name"], g["power_limit_w"], g["limit_range_w"], g["max_sm_mhz"]
+    ('X', 700.0, (200.0, 700.0), 1980.0)
+    """
+    import xml.etree.ElementTree as ET  # noqa: N817 - trusted local tool output
+
+    out = []
+    for gpu in ET.fromstring(text).findall("gpu"):
+        pr = gpu.find("gpu_power_readings")
+        if pr is None:
+            pr = gpu.find("power_readings")
+
+        def f(node: Any, tag: str) -> float | None:
+            return _mhz_or_w(node.findtext(tag)) if node is not None else None
+
+        clocks: dict[int, list[int]] = {}
+        for mem in gpu.findall("supported_clocks/supported_mem_clock"):
+            m = _mhz_or_w(mem.findtext("value"))
+            if m is not None:
+                clocks[int(m)] = [int(_mhz_or_w(g.text) or 0) for g in mem.findall("supported_graphics_clock")]
+        out.append({
+            "name": gpu.findtext("product_name"),
+            "power_limit_w": f(pr, "current_power_limit"),
+            "default_limit_w": f(pr, "default_power_limit"),
+            "limit_range_w": (f(pr, "min_power_limit"), f(pr, "max_power_limit")),
+            "power_draw_w": f(pr, "instant_power_draw") or f(pr, "power_draw"),
+            "max_sm_mhz": f(gpu.find("max_clocks"), "sm_clock"),
+            "max_mem_mhz": f(gpu.find("max_clocks"), "mem_clock"),
+            "supported_graphics_mhz": clocks,
+        })
+    return out
+
+
 class NvmlSession:
     """A lazily initialised NVML session; :meth:`call` maps NVML errors to ``UnavailableError``."""
 

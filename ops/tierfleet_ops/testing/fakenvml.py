@@ -38,10 +38,17 @@ class FakeNvml:
     """Use an instance where the ``pynvml`` module would be used (``HostContext.nvml_loader``)."""
 
     def __init__(self, probe: dict[str, Any] | str | Path, clock: Callable[[], float] | None = None,
-                 root: bool = True, unsupported: tuple[str, ...] = ()) -> None:
+                 root: bool = True, unsupported: tuple[str, ...] = (),
+                 smi_xml: str | Path | None = None) -> None:
         if not isinstance(probe, dict):
             probe = json.loads(Path(probe).read_text())
         self.probe = probe
+        #: graphics clocks by memory clock; the probe has the top one, ``nvidia-smi -q -x`` all
+        self.graphics_clocks = {probe["supported_mem_clocks_MHz"][0]: probe["supported_graphics_clocks_MHz_at_top_mem"]}
+        if smi_xml is not None:
+            from ..backends.nvml import parse_nvidia_smi_xml
+
+            self.graphics_clocks.update(parse_nvidia_smi_xml(Path(smi_xml).read_text())[0]["supported_graphics_mhz"])
         for n in _NAMES:
             setattr(self, n, getattr(pynvml, n))
         # every NVMLError_* subclass pynvml builds from its codes
@@ -194,9 +201,9 @@ class FakeNvml:
 
     def nvmlDeviceGetSupportedGraphicsClocks(self, handle: _Handle, memoryClockMHz: int) -> list[int]:  # noqa: N803
         self._enter("nvmlDeviceGetSupportedGraphicsClocks", handle, memoryClockMHz)
-        if memoryClockMHz != self.probe["supported_mem_clocks_MHz"][0]:
-            raise self._err(pynvml.NVML_ERROR_NOT_SUPPORTED)  # only the top clock was recorded
-        return list(self.probe["supported_graphics_clocks_MHz_at_top_mem"])
+        if memoryClockMHz not in self.graphics_clocks:
+            raise self._err(pynvml.NVML_ERROR_NOT_FOUND)  # NVML: not a supported memory clock
+        return list(self.graphics_clocks[memoryClockMHz])
 
     def nvmlDeviceSetGpuLockedClocks(self, handle: _Handle, minGpuClockMHz: int, maxGpuClockMHz: int) -> None:  # noqa: N803
         self._enter("nvmlDeviceSetGpuLockedClocks", handle, minGpuClockMHz, maxGpuClockMHz)
