@@ -1,0 +1,64 @@
+"""Intel/AMD RAPL package energy from powercap sysfs (read-only: no knobs).
+
+Command-line equivalent: ``cat /sys/class/powercap/intel-rapl:0/energy_uj`` (µJ, wraps at
+``max_energy_range_uj``). Root-readable only on recent kernels: EACCES reads as unavailable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..knobs import Change, Knob, Skipped
+from ..sysfs import Sysfs
+from .base import Backend, HostContext
+
+POWERCAP = "class/powercap"
+
+
+def rapl_domains(sysfs: Sysfs) -> list[str]:
+    """Top-level package domains (``intel-rapl:0``, ``intel-rapl:1``; not sub-zones ``:0:0``)."""
+    return [d for d in sysfs.listdir(POWERCAP) if d.startswith("intel-rapl:") and d.count(":") == 1]
+
+
+class RaplBackend(Backend):
+    """Package energy counters; the energy total survives counter wraps."""
+
+    name = "rapl"
+    SETTINGS: dict = {}
+
+    def __init__(self, sysfs: Sysfs, domains: list[str]) -> None:
+        self.sysfs = sysfs
+        self.domains = domains
+        self._last: dict[str, int] = {}
+        self._total_uj = 0
+
+    @classmethod
+    def detect(cls, ctx: HostContext) -> RaplBackend | None:
+        domains = [d for d in rapl_domains(ctx.sysfs) if ctx.sysfs.read(f"{POWERCAP}/{d}/energy_uj")]
+        return cls(ctx.sysfs, domains) if domains else None
+
+    def knobs(self) -> dict[str, Knob]:
+        return {}
+
+    def plan(self, settings: dict[str, Any]) -> tuple[list[Change], list[Skipped]]:
+        return [], []
+
+    def readings(self) -> dict[str, float]:
+        seen = False
+        for d in self.domains:
+            raw = self.sysfs.read(f"{POWERCAP}/{d}/energy_uj")
+            if not raw or not raw.isdigit():
+                continue
+            seen = True
+            now = int(raw)
+            if d in self._last:
+                delta = now - self._last[d]
+                if delta < 0:  # wrapped
+                    rng = self.sysfs.read(f"{POWERCAP}/{d}/max_energy_range_uj")
+                    delta += int(rng) if rng and rng.isdigit() else 0
+                self._total_uj += max(delta, 0)
+            self._last[d] = now
+        return {"cpu_energy_j": self._total_uj / 1e6} if seen else {}
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "domains": self.domains}

@@ -1,0 +1,232 @@
+"""The ``tierfleet-ops`` command line: a thin click shell over the daemon and its socket API.
+
+Exceptions are mapped to exit codes and messages in one place, :func:`main`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from .errors import OpsError
+
+DEFAULT_SOCKET = "/run/tierfleet-ops/ops.sock"
+DEFAULT_POLICY = "/etc/tierfleet-ops/policy.yaml"
+DEFAULT_STATE = "/var/lib/tierfleet-ops/state.json"
+
+
+def host_context(sysfs_root: str, runner_path: str | None, fake_nvml: str | None, state_dir: str) -> Any:
+    from .backends.base import HostContext
+    from .runner import Runner
+    from .sysfs import Sysfs
+
+    loader = None
+    if fake_nvml:
+        from .testing.fakenvml import FakeNvml
+
+        fake = FakeNvml(fake_nvml)
+        loader = lambda: fake  # noqa: E731
+    return HostContext(sysfs=Sysfs(sysfs_root), runner=Runner(path=runner_path), nvml_loader=loader,
+                       state_dir=state_dir)
+
+
+def hardware_options(f: Any) -> Any:
+    for opt in reversed([
+        click.option("--sysfs-root", default="/sys", show_default=True, help="sysfs root (recorded trees in tests)"),
+        click.option("--proc-root", default="/proc", show_default=True, help="procfs root"),
+        click.option("--runner-path", default=None, help="PATH for nvpmodel/jetson_clocks/systemctl"),
+        click.option("--fake-nvml", default=None, metavar="PROBE.json",
+                     help="replay a recorded NVML probe instead of the driver (testing aid)"),
+        click.option("--backend", "backends", multiple=True, help="only these backends (repeatable)"),
+    ]):
+        f = opt(f)
+    return f
+
+
+def print_changes(result: dict[str, Any]) -> None:
+    click.echo(f"profile {result['profile']}:")
+    for c in result["changes"]:
+        mark = {"would-change": "~", "unchanged": "=", "unavailable": "?"}.get(c["status"], "!")
+        note = f"  ({c['note']})" if c.get("note") else ""
+        click.echo(f"  {mark} {c['knob']}: {c['before']} -> {c['want']}{note}")
+    for s in result["skipped"]:
+        click.echo(f"  - {s['knob']}: skipped: {s['reason']}")
+
+
+def make_cli() -> click.Group:
+    @click.group()
+    @click.version_option(package_name="tierfleet-ops")
+    def cli() -> None:
+        """Power profiles and CPU placement for the inference runtime on this host."""
+
+    @cli.command()
+    @click.option("--policy", "policy_path", default=DEFAULT_POLICY, show_default=True)
+    @click.option("--state", "state_path", default=DEFAULT_STATE, show_default=True)
+    @click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True)
+    @click.option("--socket-group", default=None, help="group that may use the control socket")
+    @click.option("--metrics-port", type=int, default=9464, show_default=True, help="0 disables metrics")
+    @click.option("--log-level", default="info", show_default=True,
+                  type=click.Choice(["debug", "info", "warning", "error"]))
+    @hardware_options
+    def run(policy_path: str, state_path: str, socket_path: str, socket_group: str | None, metrics_port: int,
+            log_level: str, sysfs_root: str, proc_root: str, runner_path: str | None, fake_nvml: str | None,
+            backends: tuple[str, ...]) -> None:
+        """Run the daemon (systemd: Type=notify)."""
+        import os
+
+        from . import logs
+        from .daemon import Daemon, DaemonConfig
+        from .pinning import Procfs
+
+        logs.setup(log_level)
+        cfg = DaemonConfig(policy_path=policy_path, state_path=state_path, socket_path=socket_path,
+                           socket_group=socket_group, metrics_port=metrics_port or None,
+                           backends=list(backends) or None,
+                           ctx=host_context(sysfs_root, runner_path, fake_nvml, os.path.dirname(state_path)),
+                           procfs=Procfs(proc_root))
+        Daemon(cfg).run()
+
+    @cli.command()
+    @click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True)
+    @click.option("--json", "as_json", is_flag=True, help="print the full status as JSON")
+    def status(socket_path: str, as_json: bool) -> None:
+        """Show the active profile, signals, readings, knobs and pinning."""
+        from .control import request
+
+        st = request(socket_path, {"cmd": "status"})
+        if as_json:
+            click.echo(json.dumps(st, indent=1, default=str))
+            return
+        held = " (held)" if st["held"] else ""
+        click.echo(f"profile:  {st['profile']}{held}  [{st['reason']}]")
+        click.echo(f"policy:   {st['policy']['hash']}  {st['policy']['path']}"
+                   + (f"  reload error: {st['policy']['error']}" if st["policy"]["error"] else ""))
+        load = "n/a" if st["load_pct"] is None else f"{st['load_pct']:.0f}%"
+        sig = " ".join(f"{k}={round(v, 1) if isinstance(v, float) else v}" for k, v in st["signals"].items())
+        click.echo(f"load:     {load}  {sig}")
+        click.echo("readings: " + (" ".join(f"{k}={v:.1f}" for k, v in st["readings"].items()) or "none"))
+        click.echo("backends: " + (", ".join(b["name"] for b in st["backends"]) or "none"))
+        avail = sum(st["knobs"].values())
+        click.echo(f"knobs:    {avail} available of {len(st['knobs'])}")
+        if st["placement"]:
+            p = st["placement"]
+            click.echo(f"cpus:     os {p['reserved'] or '-'}  inference {p['inference']}")
+        pin = st["pinning"]
+        click.echo(f"pinning:  {len(pin['pids'])} process(es), {pin['threads']} thread(s)")
+        for pid, n in pin["thread_mismatch"].items():
+            click.echo(f"warning:  pid {pid} runs {n} threads; inference cpus are "
+                       f"{st['placement']['inference']}")
+        for m in st["other_power_managers"]:
+            click.echo(f"warning:  another power manager is running: {m}")
+
+    @cli.group()
+    def profile() -> None:
+        """Hold or release a profile."""
+
+    @profile.command("hold")
+    @click.argument("name")
+    @click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True)
+    def hold(name: str, socket_path: str) -> None:
+        """Hold profile NAME until released (load switching pauses)."""
+        from .control import request
+
+        r = request(socket_path, {"cmd": "hold", "profile": name})
+        click.echo(f"holding {r['held']}")
+
+    @profile.command("release")
+    @click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True)
+    def release(socket_path: str) -> None:
+        """Release a held profile: load switching resumes."""
+        from .control import request
+
+        request(socket_path, {"cmd": "release"})
+        click.echo("released")
+
+    @cli.command()
+    @click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True)
+    def reload(socket_path: str) -> None:
+        """Reload the policy file (a bad file keeps the running policy)."""
+        from .control import request
+
+        r = request(socket_path, {"cmd": "reload"})
+        click.echo(f"policy {r['policy']}")
+
+    @cli.command("dry-run")
+    @click.option("--profile", "profile_name", default=None, help="profile to compare (default: the active one)")
+    @click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True)
+    @click.option("--policy", "policy_path", default=None,
+                  help="compare this policy file directly, without a running daemon")
+    @hardware_options
+    def dry_run(profile_name: str | None, socket_path: str, policy_path: str | None, sysfs_root: str,
+                proc_root: str, runner_path: str | None, fake_nvml: str | None, backends: tuple[str, ...]) -> None:
+        """Print the diff between live values and a profile; change nothing."""
+        if policy_path is None:
+            from .control import request
+
+            print_changes(request(socket_path, {"cmd": "dry-run", "profile": profile_name}))
+            return
+        from .apply import Applier
+        from .backends.base import detect_backends
+        from .errors import ConfigError
+        from .policy import load_policy
+        from .state import StateStore
+
+        pol = load_policy(policy_path)
+        name = profile_name or pol.default_profile
+        if name not in pol.profiles:
+            raise ConfigError(policy_path, "profile", f"{name!r} is not a profile; allowed: "
+                              f"{', '.join(sorted(pol.profiles))}")
+        ctx = host_context(sysfs_root, runner_path, fake_nvml, "/nonexistent")
+        found = detect_backends(ctx, list(backends) or None)
+        changes, skipped = [], []
+        for b in found:
+            c, s = b.plan(pol.profiles[name][b.name]) if b.name in pol.profiles[name] else ([], [])
+            changes += c
+            skipped += s
+        out = Applier(StateStore(None)).apply(changes, dry_run=True)
+        for b in found:
+            b.close()
+        print_changes({"profile": name, "changes": [o.as_dict() for o in out],
+                       "skipped": [{"knob": s.name, "reason": s.reason} for s in skipped]})
+
+    @cli.command("check-policy")
+    @click.argument("path")
+    def check_policy(path: str) -> None:
+        """Validate a policy file and print its hash."""
+        from .policy import load_policy
+
+        p = load_policy(path)
+        click.echo(f"{path}: ok, policy {p.hash}, profiles {', '.join(sorted(p.profiles))}")
+
+    @cli.command()
+    @click.option("--seconds", type=float, default=60.0, show_default=True, help="how long to measure")
+    @click.option("--tick", type=float, default=1.0, show_default=True)
+    def bench(seconds: float, tick: float) -> None:
+        """Measure the daemon's CPU share, RSS and load-step reaction time."""
+        from .bench import run_bench
+
+        run_bench(seconds, tick, click.echo)
+
+    return cli
+
+
+cli = make_cli()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: the one place that maps errors to exit codes and messages."""
+    try:
+        cli.main(args=argv, prog_name="tierfleet-ops", standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except OpsError as exc:
+        click.echo(f"tierfleet-ops: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,397 @@
+"""The ops daemon: one 1 s loop that reads signals, picks a profile, applies it and pins threads.
+
+Lifecycle: load the policy (a bad first policy is fatal; a bad reload keeps the last good one),
+choose backends from what the host has, apply the default profile (recording originals), then
+tick. On stop (SIGTERM/SIGINT) the recorded originals are put back when ``on_stop: restore``,
+threads get their original masks and slice CPU limits are undone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .apply import Applier
+from .backends.base import Backend, HostContext, detect_backends
+from .errors import ConfigError, OpsError
+from .knobs import Knob, Outcome, Skipped
+from .notify import notify, watchdog_interval_s
+from .pinning import Pinner, PinReport, Procfs, RuntimeMatch, SliceCpus
+from .policy import Policy, load_policy
+from .selector import Selector
+from .signals import Signals, combine
+from .state import StateStore
+from .topology import Placement, choose_cores, read_topology
+
+log = logging.getLogger(__name__)
+
+#: other power managers, by process name (comm is cut to 15 characters)
+POWER_MANAGERS = {"tuned": "tuned", "power-profiles-": "power-profiles-daemon",
+                  "auto-cpufreq": "auto-cpufreq", "tlp": "tlp"}
+
+
+def detect_power_managers(procs: list[tuple[str, list[str]]]) -> list[str]:
+    """Names of other power managers among ``(comm, argv)`` pairs.
+
+    >>> detect_power_managers([("tuned", ["/usr/bin/python3", "/usr/sbin/tuned"]), ("bash", ["bash"]),
+    ...                        ("python3", ["python3", "/usr/bin/auto-cpufreq", "--daemon"])])
+    ['auto-cpufreq', 'tuned']
+    """
+    found = set()
+    for comm, argv in procs:
+        if comm in POWER_MANAGERS:
+            found.add(POWER_MANAGERS[comm])
+        for a in argv[:3]:
+            base = os.path.basename(a)
+            if base in ("tuned", "power-profiles-daemon", "auto-cpufreq"):
+                found.add(base)
+    return sorted(found)
+
+
+@dataclass
+class DaemonConfig:
+    policy_path: str
+    state_path: str | None = "/var/lib/tierfleet-ops/state.json"
+    socket_path: str | None = "/run/tierfleet-ops/ops.sock"
+    socket_group: str | None = None
+    metrics_port: int | None = 9464
+    metrics_addr: str = "127.0.0.1"
+    backends: list[str] | None = None
+    ctx: HostContext = field(default_factory=HostContext)
+    procfs: Procfs = field(default_factory=Procfs)
+    cgroup_root: str = "/sys/fs/cgroup"
+    #: CPUs placement may use; None: this process's affinity (``os.sched_getaffinity(0)``)
+    allowed_cpus: set[int] | None = None
+
+
+class Daemon:
+    def __init__(self, cfg: DaemonConfig) -> None:
+        self.cfg = cfg
+        self.lock = threading.RLock()
+        self.stop_event = threading.Event()
+        self.reload_requested = threading.Event()
+        self.policy: Policy = load_policy(cfg.policy_path)  # fatal when bad at start
+        self.policy_mtime = self._mtime()
+        self.policy_error: str | None = None
+        self.backends: list[Backend] = []
+        self.state = StateStore(cfg.state_path)
+        self.applier = Applier(self.state)
+        self.selector = Selector(self.policy.switching, self.policy.default_profile, self.policy.windows)
+        self.signals = Signals(self.policy.runtime)
+        self.pinner = Pinner(self._match(), cfg.procfs, self.state)
+        self.slices = SliceCpus(cfg.ctx.runner, cfg.cgroup_root)
+        self.placement: Placement | None = None
+        self.online_seen: str | None = None
+        self.last_outcomes: list[Outcome] = []
+        self.last_skipped: list[Skipped] = []
+        self.last_pin = PinReport()
+        self.reapplied_total = 0
+        self.reloads_total = 0
+        self.ticks = 0
+        self.readings: dict[str, float] = {}
+        self.sample: dict[str, Any] = {}
+        self.load: float | None = None
+        self.other_managers: list[str] = []
+        self.knob_available: dict[str, bool] = {}
+        self._next_pin = 0.0
+        self._next_reapply = 0.0
+        self._next_watchdog = 0.0
+        self.server: Any = None
+        self.metrics_server: Any = None
+
+    # --- setup ------------------------------------------------------------------------------
+
+    def _mtime(self) -> float | None:
+        try:
+            return os.stat(self.cfg.policy_path).st_mtime
+        except OSError:
+            return None
+
+    def _match(self) -> RuntimeMatch:
+        r = self.policy.runtime
+        return RuntimeMatch(unit=r.get("unit"), pidfile=r.get("pidfile"), container=r.get("container"),
+                            name=r.get("name"))
+
+    def start(self) -> None:
+        self.backends = detect_backends(self.cfg.ctx, self.cfg.backends)
+        names = list(self.state.originals)
+        for b in self.backends:
+            adopt = getattr(b, "adopt_originals", None)
+            if adopt:
+                adopt(names)
+        if names:
+            log.warning("found %d original value(s) recorded by an earlier run; they will be restored on stop",
+                        len(names))
+        self.check_power_managers()
+        with self.lock:
+            self.apply_profile(self.selector.current, reason="start")
+            self.update_placement(force=True)
+            self.refresh_knob_availability()
+        if self.cfg.socket_path:
+            from .control import ControlServer
+
+            self.server = ControlServer(self, self.cfg.socket_path, self.cfg.socket_group)
+            self.server.start()
+        if self.cfg.metrics_port is not None:
+            from .metrics import start_metrics
+
+            self.metrics_server = start_metrics(self, self.cfg.metrics_addr, self.cfg.metrics_port)
+        notify(f"READY=1\nSTATUS=profile {self.selector.current}, policy {self.policy.hash}")
+        log.info("started", extra={"fields": {"profile": self.selector.current, "policy": self.policy.hash,
+                                              "backends": ",".join(b.name for b in self.backends)}})
+
+    def check_power_managers(self) -> None:
+        """Warn (once per change) when tuned, power-profiles-daemon or auto-cpufreq runs."""
+        found = detect_power_managers(
+            [((self.cfg.procfs.read(p, "comm") or "").strip(), self.cfg.procfs.argv(p))
+             for p in self.cfg.procfs.pids()])
+        for m in sorted(set(found) - set(self.other_managers)):
+            log.warning("another power manager is running: %s; it will fight this daemon over the same knobs", m)
+        self.other_managers = found
+
+    def refresh_knob_availability(self) -> None:
+        """Which knobs exist; read at start and on each re-verify pass, not per status request."""
+        self.knob_available = {n: k.read() is not None for n, k in sorted(self.knobs().items())}
+
+    # --- profile application -----------------------------------------------------------------
+
+    def knobs(self) -> dict[str, Knob]:
+        out: dict[str, Knob] = {}
+        for b in self.backends:
+            out.update(b.knobs())
+        return out
+
+    def plan(self, profile: str) -> tuple[list[Any], list[Skipped]]:
+        changes, skipped = [], []
+        for b in self.backends:
+            settings = self.policy.profiles[profile].get(b.name)
+            if settings is None:
+                continue
+            c, s = b.plan(settings)
+            changes.extend(c)
+            skipped.extend(s)
+        return changes, skipped
+
+    def apply_profile(self, profile: str, reason: str, dry_run: bool = False) -> list[Outcome]:
+        """Apply ``profile`` (or with ``dry_run`` only report the diff)."""
+        changes, skipped = self.plan(profile)
+        outcomes = self.applier.apply(changes, dry_run=dry_run)
+        if not dry_run:
+            self.last_outcomes, self.last_skipped = outcomes, skipped
+            for b in self.backends:
+                b.after_apply(outcomes)
+            changed = [o for o in outcomes if o.status == "changed"]
+            for s in skipped:
+                log.info("skipped %s: %s", s.name, s.reason)
+            log.info("profile %s applied", profile, extra={"fields": {
+                "reason": reason, "changed": len(changed),
+                "failed": sum(o.status in ("failed", "verify-failed") for o in outcomes)}})
+            if any(o.name == "jetson.nvpmodel" and o.status == "changed" for o in outcomes):
+                self.update_placement(force=True)
+        return outcomes
+
+    def dry_run(self, profile: str | None = None) -> dict[str, Any]:
+        with self.lock:
+            p = profile or self.selector.current
+            outcomes = self.apply_profile(p, "dry-run", dry_run=True)
+            skipped = self.plan(p)[1]
+        return {"profile": p, "changes": [o.as_dict() for o in outcomes],
+                "skipped": [{"knob": s.name, "reason": s.reason} for s in skipped]}
+
+    # --- placement ----------------------------------------------------------------------------
+
+    def update_placement(self, force: bool = False) -> None:
+        online = self.cfg.ctx.sysfs.read("devices/system/cpu/online")
+        if not force and online == self.online_seen:
+            return
+        self.online_seen = online
+        pin = self.policy.pinning
+        topo = read_topology(self.cfg.ctx.sysfs)
+        allowed = self.cfg.allowed_cpus or os.sched_getaffinity(0)
+        self.placement = choose_cores(topo, reserve=pin["reserve_cores"], allowed=allowed,
+                                      numa=pin["numa"])
+        for w in self.placement.warnings:
+            log.warning("placement: %s", w)
+        log.info("placement", extra={"fields": self.placement.as_dict() | {"warnings": len(self.placement.warnings)}})
+        self._next_pin = 0.0
+        if pin["move_os_slices"] and self.placement.os_side:
+            try:
+                self.slices.apply(self.placement.os_side)
+            except OpsError as exc:
+                log.warning("cannot move system.slice: %s", exc)
+
+    def pin_now(self) -> PinReport:
+        if not (self.policy.pinning["enabled"] and self.placement and self.placement.inference):
+            return self.last_pin
+        rep = self.pinner.pin(self.placement.inference)
+        self.last_pin = rep
+        return rep
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def tick(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            self.ticks += 1
+            if self.reload_requested.is_set() or self._mtime() != self.policy_mtime:
+                self.reload_requested.clear()
+                self.reload()
+            self.readings = {}
+            for b in self.backends:
+                self.readings.update(b.readings())
+            self.update_placement()
+            runtime_found = bool(self.last_pin.pids) if not self.pinner.match.empty() else None
+            self.sample = self.signals.sample(self.placement.inference if self.placement else None,
+                                              self.readings.get("gpu_util_pct"), runtime_found)
+            self.load = combine(self.sample, self.policy.switching["signals"])
+            new = self.selector.step(now, self.load, self.sample.get("model_loaded"), datetime.now())
+            if new:
+                log.info("switching to %s", new, extra={"fields": {"reason": self.selector.reason}})
+                self.apply_profile(new, self.selector.reason)
+                self._next_reapply = now + self.policy.top["reapply_s"]
+            if now >= self._next_reapply:
+                self._next_reapply = now + self.policy.top["reapply_s"]
+                self.reapply()
+                self.refresh_knob_availability()
+                self.check_power_managers()
+            if now >= self._next_pin:
+                self._next_pin = now + self.policy.pinning["interval_s"]
+                self.pin_now()
+        wd = watchdog_interval_s()
+        if wd and now >= self._next_watchdog:
+            notify("WATCHDOG=1")
+            self._next_watchdog = now + wd
+
+    def reapply(self) -> None:
+        """Re-verify the live profile; re-apply what drifted (a driver reload, another tool)."""
+        for b in self.backends:
+            check = getattr(b, "check", None)
+            if check and check():
+                log.warning("%s: re-applying after driver reload", b.name)
+        outcomes = self.applier.apply(self.plan(self.selector.current)[0])
+        n = sum(o.status == "changed" for o in outcomes)
+        if n:
+            self.reapplied_total += n
+            log.warning("re-applied %d drifted knob(s)", n, extra={"fields": {
+                "knobs": ",".join(o.name for o in outcomes if o.status == "changed")}})
+
+    def reload(self) -> bool:
+        """Load the policy file again; keep the last good policy when the new one is bad."""
+        self.policy_mtime = self._mtime()
+        try:
+            new = load_policy(self.cfg.policy_path)
+        except ConfigError as exc:
+            self.policy_error = str(exc)
+            log.error("policy reload failed, keeping policy %s: %s", self.policy.hash, exc)
+            return False
+        self.policy_error = None
+        if new.hash == self.policy.hash:
+            return True
+        old = self.policy
+        self.policy = new
+        self.reloads_total += 1
+        held = self.selector.held
+        current = self.selector.current if self.selector.current in new.profiles else new.default_profile
+        self.selector = Selector(new.switching, new.default_profile, new.windows)
+        self.selector.current = current
+        self.selector.held = held if held in new.profiles else None
+        self.signals = Signals(new.runtime)
+        self.pinner.match = self._match()
+        log.info("policy reloaded", extra={"fields": {"old": old.hash, "new": new.hash}})
+        self.apply_profile(self.selector.held or current, "reload")
+        self.update_placement(force=True)
+        return True
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
+        self.start()
+        try:
+            while not self.stop_event.is_set():
+                t0 = time.monotonic()
+                try:
+                    self.tick(t0)
+                except OpsError as exc:
+                    log.error("tick: %s", exc)
+                except Exception:  # noqa: BLE001 - keep serving; a tick that keeps failing
+                    # stops the watchdog pings and systemd restarts the daemon
+                    log.exception("tick failed")
+                self.stop_event.wait(max(0.0, self.policy.top["tick_s"] - (time.monotonic() - t0)))
+        finally:
+            self.stop()
+
+    def stop(self) -> list[Outcome]:
+        notify("STOPPING=1")
+        outcomes: list[Outcome] = []
+        if self.server:
+            self.server.stop()
+        if self.metrics_server:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
+        with self.lock:
+            if self.policy.top["on_stop"] == "restore":
+                order_by = {}
+                for b in self.backends:
+                    for name in b.knobs():
+                        order_by[name] = b
+                knobs = self.knobs()
+
+                def order(changes: list[Any]) -> list[Any]:
+                    out: list[Any] = []
+                    for b in self.backends:
+                        out.extend(b.order([c for c in changes if order_by.get(c.knob.name) is b]))
+                    return out
+
+                outcomes = self.applier.restore(knobs, order=order)
+                log.info("restored originals", extra={"fields": {
+                    "restored": sum(o.status == "changed" for o in outcomes),
+                    "failed": sum(o.status in ("failed", "verify-failed") for o in outcomes)}})
+            self.pinner.unpin()
+            self.slices.undo()
+            for b in self.backends:
+                b.close()
+        return outcomes
+
+    # --- reporting ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        with self.lock:
+            governors: dict[str, Any] = {}
+            for b in self.backends:
+                g = getattr(b, "governors", None)
+                if g:
+                    governors = g()
+            return {
+                "profile": self.selector.current, "held": self.selector.held, "reason": self.selector.reason,
+                "policy": {"path": self.cfg.policy_path, "hash": self.policy.hash, "error": self.policy_error},
+                "load_pct": self.load, "signals": self.sample, "readings": self.readings,
+                "backends": [b.describe() for b in self.backends], "governors": governors,
+                "knobs": dict(self.knob_available),
+                "placement": self.placement.as_dict() if self.placement else None,
+                "pinning": {"pids": self.last_pin.pids, "threads": self.last_pin.threads,
+                            "pinned_total": self.pinner.pinned_total,
+                            "thread_mismatch": {str(k): v for k, v in self.last_pin.thread_mismatch.items()}},
+                "switches": self.selector.switches, "reapplied_total": self.reapplied_total,
+                "other_power_managers": self.other_managers, "ticks": self.ticks,
+                "last_apply": [o.as_dict() for o in self.last_outcomes],
+                "skipped": [{"knob": s.name, "reason": s.reason} for s in self.last_skipped],
+                "originals": dict(self.state.originals),
+            }
+
+    def hold(self, profile: str | None) -> None:
+        with self.lock:
+            if profile is not None and profile not in self.policy.profiles:
+                raise ConfigError("hold", "profile",
+                                  f"{profile!r} is not a profile; allowed: {', '.join(sorted(self.policy.profiles))}")
+            self.selector.hold(profile)
+            if profile and profile != self.selector.current:
+                new = self.selector.step(time.monotonic(), None)
+                if new:
+                    self.apply_profile(new, "held")

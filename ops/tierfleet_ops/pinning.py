@@ -1,0 +1,295 @@
+"""Finding the inference runtime's processes and pinning every one of their threads.
+
+Processes are found by systemd unit (their cgroup path), pid file, container id (cgroup path)
+or executable name. Each thread id under ``/proc/<pid>/task`` gets ``sched_setaffinity``
+(command-line equivalent: ``taskset -a -p -c 2-15 PID``). New threads inherit their creator's
+mask, but the daemon re-checks every tick anyway. The runtime's configured thread count
+(llama.cpp ``-t``/``--threads``, ``OMP_NUM_THREADS``) is compared with the inference cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import CommandError, UnavailableError
+from .runner import Runner
+from .state import StateStore
+from .sysfs import format_cpulist, parse_cpulist
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RuntimeMatch:
+    """How to find the runtime: any of these that is set must match."""
+
+    unit: str | None = None
+    pidfile: str | None = None
+    container: str | None = None
+    name: str | None = None
+
+    def empty(self) -> bool:
+        return not (self.unit or self.pidfile or self.container or self.name)
+
+
+def parse_cgroup(text: str) -> list[str]:
+    """cgroup paths of a process from ``/proc/<pid>/cgroup``.
+
+    >>> parse_cgroup("0::/system.slice/llama-server.service\\n")
+    ['/system.slice/llama-server.service']
+    """
+    out = []
+    for ln in text.splitlines():
+        parts = ln.split(":", 2)
+        if len(parts) == 3:
+            out.append(parts[2])
+    return out
+
+
+def cgroup_matches(paths: list[str], unit: str | None, container: str | None) -> bool:
+    """True when a cgroup path names the unit (``/<unit>``) or contains the container id.
+
+    >>> cgroup_matches(["/system.slice/llama-server.service"], "llama-server.service", None)
+    True
+    >>> cgroup_matches(["/system.slice/docker-abc123.scope"], None, "abc123")
+    True
+    >>> cgroup_matches(["/system.slice/llama-server.service.d"], "llama-server.service", None)
+    False
+    """
+    for p in paths:
+        segs = p.split("/")
+        if unit and unit in segs:
+            return True
+        if container and container in p:
+            return True
+    return False
+
+
+def parse_pidfile(text: str) -> int | None:
+    """The pid in a pid file, or ``None``.
+
+    >>> parse_pidfile("1234\\n"), parse_pidfile("junk")
+    (1234, None)
+    """
+    t = text.strip().split()
+    return int(t[0]) if t and t[0].isdigit() else None
+
+
+def parse_thread_count(argv: list[str], environ: dict[str, str]) -> int | None:
+    """The thread count a runtime was started with: llama.cpp ``-t N``/``--threads N``/
+    ``--threads=N``, else ``OMP_NUM_THREADS``.
+
+    >>> parse_thread_count(["llama-server", "-m", "x.gguf", "-t", "14"], {})
+    14
+    >>> parse_thread_count(["python", "serve.py"], {"OMP_NUM_THREADS": "8"})
+    8
+    >>> parse_thread_count(["llama-server", "--threads=6"], {}) , parse_thread_count(["x"], {})
+    (6, None)
+    """
+    for i, a in enumerate(argv):
+        if a in ("-t", "--threads") and i + 1 < len(argv) and argv[i + 1].isdigit():
+            return int(argv[i + 1])
+        if a.startswith("--threads=") and a.split("=", 1)[1].isdigit():
+            return int(a.split("=", 1)[1])
+    v = environ.get("OMP_NUM_THREADS", "").split(",")[0]
+    return int(v) if v.isdigit() else None
+
+
+def parse_environ(raw: bytes) -> dict[str, str]:
+    """``/proc/<pid>/environ`` (NUL-separated) as a dict."""
+    out = {}
+    for item in raw.split(b"\0"):
+        if b"=" in item:
+            k, v = item.split(b"=", 1)
+            out[k.decode(errors="replace")] = v.decode(errors="replace")
+    return out
+
+
+class Procfs:
+    """/proc under a movable root (psutil's PROCFS_PATH idea)."""
+
+    def __init__(self, root: str = "/proc") -> None:
+        self.root = Path(root)
+
+    def pids(self) -> list[int]:
+        try:
+            return sorted(int(p) for p in os.listdir(self.root) if p.isdigit())
+        except OSError:
+            return []
+
+    def read(self, pid: int, leaf: str) -> str | None:
+        try:
+            return (self.root / str(pid) / leaf).read_text(errors="replace")
+        except OSError:
+            return None
+
+    def argv(self, pid: int) -> list[str]:
+        try:
+            raw = (self.root / str(pid) / "cmdline").read_bytes()
+        except OSError:
+            return []
+        return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+    def environ(self, pid: int) -> dict[str, str]:
+        try:
+            return parse_environ((self.root / str(pid) / "environ").read_bytes())
+        except OSError:
+            return {}
+
+    def tids(self, pid: int) -> list[int]:
+        try:
+            return sorted(int(t) for t in os.listdir(self.root / str(pid) / "task") if t.isdigit())
+        except OSError:
+            return []
+
+
+def find_runtime(match: RuntimeMatch, procfs: Procfs) -> list[int]:
+    """Pids of the runtime's processes."""
+    if match.empty():
+        return []
+    pids: set[int] = set()
+    if match.pidfile:
+        try:
+            pid = parse_pidfile(Path(match.pidfile).read_text())
+        except OSError:
+            pid = None
+        if pid is not None and procfs.read(pid, "stat") is not None:
+            pids.add(pid)
+    if match.unit or match.container or match.name:
+        me = os.getpid()
+        for pid in procfs.pids():
+            if pid == me:
+                continue
+            if match.unit or match.container:
+                cg = procfs.read(pid, "cgroup")
+                if cg and cgroup_matches(parse_cgroup(cg), match.unit, match.container):
+                    pids.add(pid)
+                    continue
+            if match.name:
+                comm = (procfs.read(pid, "comm") or "").strip()
+                argv = procfs.argv(pid)
+                if comm == match.name or (argv and os.path.basename(argv[0]) == match.name):
+                    pids.add(pid)
+    return sorted(pids)
+
+
+@dataclass
+class PinReport:
+    pids: list[int] = field(default_factory=list)
+    threads: int = 0
+    newly_pinned: int = 0
+    failed: int = 0
+    thread_mismatch: dict[int, int] = field(default_factory=dict)
+
+
+class Pinner:
+    """Pins every thread of the runtime to the inference CPUs; remembers originals to undo."""
+
+    def __init__(self, match: RuntimeMatch, procfs: Procfs | None = None, state: StateStore | None = None) -> None:
+        self.match = match
+        self.procfs = procfs or Procfs()
+        self.state = state if state is not None else StateStore(None)
+        self.pinned_total = 0
+        self._reported: dict[int, int] = {}
+
+    def pin(self, cpus: list[int]) -> PinReport:
+        """One pass: pin any thread whose mask is not ``cpus``."""
+        want = set(cpus)
+        rep = PinReport()
+        if not want:
+            return rep
+        for pid in find_runtime(self.match, self.procfs):
+            rep.pids.append(pid)
+            configured = parse_thread_count(self.procfs.argv(pid), self.procfs.environ(pid))
+            if configured is not None and configured != len(want):
+                rep.thread_mismatch[pid] = configured
+            for tid in self.procfs.tids(pid):
+                try:
+                    have = os.sched_getaffinity(tid)
+                    rep.threads += 1
+                    if have != want:
+                        self.state.record_pin(tid, format_cpulist(have))
+                        os.sched_setaffinity(tid, want)
+                        rep.newly_pinned += 1
+                except ProcessLookupError:
+                    continue  # the thread ended meanwhile
+                except OSError as exc:
+                    rep.failed += 1
+                    log.warning("pin thread %d of %d: %s", tid, pid, exc)
+        self.pinned_total += rep.newly_pinned
+        for pid, n in rep.thread_mismatch.items():
+            if self._reported.get(pid) != n:  # once per process and count, not every pass
+                log.warning("runtime pid %d runs %d threads but has %d inference CPUs (%s)",
+                            pid, n, len(want), format_cpulist(want))
+        self._reported = dict(rep.thread_mismatch)
+        return rep
+
+    def unpin(self) -> int:
+        """Give threads that still exist their original masks back (persisted, so this also
+        works after a SIGKILL and restart); returns how many."""
+        n = 0
+        for tid, mask in list(self.state.pins.items()):
+            try:
+                os.sched_setaffinity(tid, parse_cpulist(mask))
+                n += 1
+            except OSError:
+                pass  # the thread is gone
+        self.state.forget_pins(list(self.state.pins))
+        return n
+
+
+class SliceCpus:
+    """Move the OS side with ``systemctl set-property --runtime system.slice AllowedCPUs=...``.
+
+    Only where cgroup v2 with the cpuset controller is mounted; undone with an empty value.
+    """
+
+    def __init__(self, runner: Runner, cgroup_root: str = "/sys/fs/cgroup", slices: tuple[str, ...] =
+                 ("system.slice", "user.slice")) -> None:
+        self.runner = runner
+        self.cgroup_root = Path(cgroup_root)
+        self.slices = slices
+        self.applied = False
+
+    def available(self) -> bool:
+        try:
+            ctl = (self.cgroup_root / "cgroup.controllers").read_text().split()
+        except OSError:
+            return False
+        return "cpuset" in ctl and self.runner.which("systemctl") is not None
+
+    def apply(self, cpus: list[int]) -> None:
+        if not self.available():
+            raise UnavailableError("cgroup v2 cpuset or systemctl not available")
+        for s in self.slices:
+            argv = ["systemctl", "set-property", "--runtime", s, f"AllowedCPUs={format_cpulist(cpus)}"]
+            log.info("run %s", shlex.join(argv))
+            self.runner.run(argv)
+        self.applied = True
+
+    def undo(self) -> None:
+        if not self.applied:
+            return
+        for s in self.slices:
+            try:
+                self.runner.run(["systemctl", "set-property", "--runtime", s, "AllowedCPUs="])
+            except (CommandError, UnavailableError) as exc:
+                log.warning("undo AllowedCPUs on %s: %s", s, exc)
+        self.applied = False
+
+
+_UNIT_RE = re.compile(r"^[A-Za-z0-9:_.@-]+$")
+
+
+def check_unit_name(unit: str) -> bool:
+    """systemd unit names are letters, digits and ``:_.@-``.
+
+    >>> check_unit_name("llama-server.service"), check_unit_name("x; rm -rf /")
+    (True, False)
+    """
+    return bool(_UNIT_RE.match(unit))

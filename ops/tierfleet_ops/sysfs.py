@@ -1,0 +1,140 @@
+"""Reading and writing sysfs under a movable root, through an allowlist of writable paths.
+
+Like psutil's ``PROCFS_PATH`` the root is injectable so tests feed recorded trees. Reads never
+raise for a missing or unreadable file: they return ``None`` ("unavailable"). Writes are refused
+unless the path matches :data:`WRITABLE`; a policy names settings, never paths.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+from pathlib import Path
+
+from .errors import NotAllowedError, UnavailableError
+
+log = logging.getLogger(__name__)
+
+#: the only sysfs paths (relative to the sysfs root) this daemon may ever write
+WRITABLE: tuple[re.Pattern[str], ...] = tuple(
+    re.compile(p)
+    for p in (
+        r"devices/system/cpu/cpufreq/policy\d+/(scaling_governor|scaling_min_freq|scaling_max_freq"
+        r"|energy_performance_preference|boost)",
+        r"devices/system/cpu/cpufreq/boost",
+        r"devices/system/cpu/intel_pstate/no_turbo",
+        r"devices/system/cpu/cpu\d+/power/energy_perf_bias",
+        r"class/devfreq/[A-Za-z0-9_.:-]+/(min_freq|max_freq)",
+    )
+)
+
+
+def is_writable(rel: str) -> bool:
+    """True when ``rel`` (relative to the sysfs root, no ``..``) is on the allowlist."""
+    if rel.startswith("/") or ".." in rel.split("/"):
+        return False
+    return any(p.fullmatch(rel) for p in WRITABLE)
+
+
+class Sysfs:
+    """sysfs access rooted at ``root`` (``/sys`` on a real host).
+
+    >>> import tempfile, pathlib
+    >>> d = tempfile.mkdtemp(); p = pathlib.Path(d, "devices/system/cpu/cpufreq/boost")
+    >>> p.parent.mkdir(parents=True); _ = p.write_text("1\\n")
+    >>> Sysfs(d).read("devices/system/cpu/cpufreq/boost")
+    '1'
+    >>> Sysfs(d).read("devices/system/cpu/cpufreq/missing") is None
+    True
+    """
+
+    def __init__(self, root: str | os.PathLike[str] = "/sys") -> None:
+        self.root = Path(root)
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def exists(self, rel: str) -> bool:
+        return self.path(rel).exists()
+
+    def listdir(self, rel: str) -> list[str]:
+        """Names in a directory, sorted; empty when it is missing or unreadable."""
+        try:
+            return sorted(os.listdir(self.path(rel)))
+        except OSError:
+            return []
+
+    def read(self, rel: str) -> str | None:
+        """The stripped content of a file, or ``None`` when missing, unreadable or not supported."""
+        try:
+            with open(self.path(rel), encoding="ascii", errors="replace") as f:
+                return f.read().strip()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENODEV,
+                                 errno.EOPNOTSUPP, errno.EINVAL, errno.EIO, errno.ENOTDIR,
+                                 errno.EBUSY, errno.ENODATA):
+                log.warning("reading %s: %s", self.path(rel), exc)
+            return None
+
+    def write(self, rel: str, value: str) -> None:
+        """Write ``value`` to an allowlisted file (command-line equivalent: ``echo value > /sys/rel``).
+
+        Raises :class:`NotAllowedError` off the allowlist and :class:`UnavailableError` when the
+        kernel refuses (missing file, EACCES, EINVAL, EBUSY).
+        """
+        if not is_writable(rel):
+            raise NotAllowedError(f"refusing to write {rel!r}: not on the sysfs allowlist")
+        try:
+            self._write_file(self.path(rel), value)
+        except OSError as exc:
+            raise UnavailableError(f"{self.path(rel)}: write {value!r} refused: "
+                                   f"{os.strerror(exc.errno or 0)}") from exc
+
+    def _write_file(self, path: Path, value: str) -> None:
+        # no O_CREAT: sysfs files exist or the knob is not there
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        try:
+            os.write(fd, value.encode("ascii"))
+        finally:
+            os.close(fd)
+
+
+def parse_cpulist(text: str) -> list[int]:
+    """Parse a kernel CPU list (``0-3,8,10-11``) into sorted CPU numbers.
+
+    >>> parse_cpulist("0-3,8,10-11")
+    [0, 1, 2, 3, 8, 10, 11]
+    >>> parse_cpulist("")
+    []
+    """
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            cpus.update(range(int(lo), int(hi) + 1))
+        else:
+            cpus.add(int(part))
+    return sorted(cpus)
+
+
+def format_cpulist(cpus: list[int] | set[int]) -> str:
+    """Format CPU numbers as a kernel CPU list.
+
+    >>> format_cpulist([0, 1, 2, 5, 7, 8])
+    '0-2,5,7-8'
+    """
+    out: list[str] = []
+    seq = sorted(set(cpus))
+    i = 0
+    while i < len(seq):
+        j = i
+        while j + 1 < len(seq) and seq[j + 1] == seq[j] + 1:
+            j += 1
+        out.append(str(seq[i]) if i == j else f"{seq[i]}-{seq[j]}")
+        i = j + 1
+    return ",".join(out)

@@ -1,0 +1,1 @@
+"""Stand-ins for hardware this host may not have, replaying recorded real data."""

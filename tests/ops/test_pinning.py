@@ -1,0 +1,174 @@
+"""Pinning real processes' real threads on this host, finding runtimes, thread-count checks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tierfleet_ops.pinning import (Pinner, Procfs, RuntimeMatch, SliceCpus, find_runtime,
+                                   parse_cgroup, cgroup_matches)
+from tierfleet_ops.runner import Runner
+
+CHILD = textwrap.dedent("""
+    import sys, threading, time
+    stop = threading.Event()
+    def work():
+        while not stop.is_set():
+            time.sleep(0.01)
+    threads = [threading.Thread(target=work) for _ in range(int(sys.argv[1]))]
+    for t in threads: t.start()
+    print("ready", flush=True)
+    for line in sys.stdin:            # each line starts one more thread
+        if line.strip() == "more":
+            t = threading.Thread(target=work); t.start(); threads.append(t)
+            print("more", flush=True)
+    stop.set()
+""")
+
+needs_two_cpus = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    procs = []
+
+    def start(nthreads: int, *args: str) -> subprocess.Popen:
+        p = subprocess.Popen([sys.executable, "-c", CHILD, str(nthreads), *args],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "ready"
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        p.stdin.close()
+        p.wait(timeout=10)
+
+
+def masks(pid):
+    return {tid: os.sched_getaffinity(tid) for tid in Procfs().tids(pid)}
+
+
+@needs_two_cpus
+def test_every_thread_is_pinned_and_new_threads_are_caught(runtime, tmp_path):
+    target = sorted(os.sched_getaffinity(0))[-1:]
+    proc = runtime(4, "-t", "4")
+    pidfile = tmp_path / "rt.pid"
+    pidfile.write_text(f"{proc.pid}\n")
+    pinner = Pinner(RuntimeMatch(pidfile=str(pidfile)))
+    rep = pinner.pin(target)
+    assert rep.pids == [proc.pid]
+    assert rep.threads == 5 and rep.newly_pinned == 5
+    assert set(map(frozenset, masks(proc.pid).values())) == {frozenset(target)}
+    assert rep.thread_mismatch == {proc.pid: 4}  # -t 4 but one inference CPU
+
+    again = pinner.pin(target)
+    assert (again.threads, again.newly_pinned) == (5, 0)
+
+    # a thread the runtime starts later inherits its creator's mask: force a mask on the main
+    # thread first so the new one differs, then the periodic re-check must catch it
+    os.sched_setaffinity(proc.pid, os.sched_getaffinity(0))
+    proc.stdin.write("more\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().strip() == "more"
+    rep3 = pinner.pin(target)
+    assert rep3.threads == 6 and rep3.newly_pinned == 2
+    assert all(m == set(target) for m in masks(proc.pid).values())
+
+    assert pinner.unpin() >= 5
+    assert all(m == os.sched_getaffinity(0) for m in masks(proc.pid).values())
+
+
+@needs_two_cpus
+def test_find_by_executable_name_skips_other_processes(runtime, tmp_path):
+    link = tmp_path / "llama-server"
+    link.symlink_to(sys.executable)
+    p = subprocess.Popen([str(link), "-c", CHILD, "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        other = runtime(1)
+        pids = find_runtime(RuntimeMatch(name="llama-server"), Procfs())
+        assert p.pid in pids and other.pid not in pids
+    finally:
+        p.stdin.close()
+        p.wait(timeout=10)
+
+
+def test_no_matching_runtime_pins_nothing(tmp_path):
+    rep = Pinner(RuntimeMatch(pidfile=str(tmp_path / "missing.pid"))).pin([0])
+    assert (rep.pids, rep.threads) == ([], 0)
+
+
+def test_find_by_unit_in_a_recorded_procfs(tmp_path):
+    for pid, cg in ((100, "0::/system.slice/llama-server.service\n"),
+                    (101, "0::/system.slice/llama-server.service.d\n"),
+                    (102, "0::/system.slice/docker-4f2a9c.scope\n")):
+        d = tmp_path / str(pid)
+        d.mkdir()
+        (d / "cgroup").write_text(cg)
+        (d / "stat").write_text(f"{pid} (x) S\n")
+    procfs = Procfs(str(tmp_path))
+    assert find_runtime(RuntimeMatch(unit="llama-server.service"), procfs) == [100]
+    assert find_runtime(RuntimeMatch(container="4f2a9c"), procfs) == [102]
+
+
+def test_this_hosts_cgroup_file_parses(data_dir):
+    paths = parse_cgroup((data_dir / "host_proc_self_cgroup.txt").read_text())
+    assert "/" in paths and len(paths) >= 2
+    assert not cgroup_matches(paths, "llama-server.service", None)
+
+
+def test_slice_cpus_uses_systemctl_and_undoes(tmp_path):
+    cg = tmp_path / "cgroup"
+    cg.mkdir()
+    (cg / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "calls"
+    (bindir / "systemctl").write_text(f"#!/bin/sh\nprintf '%s\\n' \"$*\" >> {log}\n")
+    (bindir / "systemctl").chmod(0o755)
+    sc = SliceCpus(Runner(path=str(bindir)), cgroup_root=str(cg))
+    assert sc.available()
+    sc.apply([0, 1])
+    sc.undo()
+    assert log.read_text().splitlines() == [
+        "set-property --runtime system.slice AllowedCPUs=0-1",
+        "set-property --runtime user.slice AllowedCPUs=0-1",
+        "set-property --runtime system.slice AllowedCPUs=",
+        "set-property --runtime user.slice AllowedCPUs=",
+    ]
+
+
+def test_slice_cpus_unavailable_without_cgroup_v2_cpuset(tmp_path):
+    (tmp_path / "cgroup.controllers").write_text("cpu io memory pids\n")
+    assert not SliceCpus(Runner(), cgroup_root=str(tmp_path)).available()
+    assert not SliceCpus(Runner(), cgroup_root=str(tmp_path / "v1-has-no-such-file")).available()
+
+
+def test_other_power_managers_are_found_among_real_processes(tmp_path):
+    from tierfleet_ops.daemon import detect_power_managers
+
+    exe = tmp_path / "tuned"
+    exe.symlink_to(sys.executable)
+    p = subprocess.Popen([str(exe), "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        procfs = Procfs()
+        import time
+        for _ in range(100):  # until the child has exec'd
+            if procfs.argv(p.pid)[:1] == [str(exe)]:
+                break
+            time.sleep(0.01)
+        found = detect_power_managers([((procfs.read(pid, "comm") or "").strip(), procfs.argv(pid))
+                                       for pid in procfs.pids()])
+        assert "tuned" in found
+    finally:
+        p.stdin.close()
+        p.wait(timeout=10)
+    found = detect_power_managers([((Procfs().read(pid, "comm") or "").strip(), Procfs().argv(pid))
+                                   for pid in Procfs().pids()])
+    assert "tuned" not in found
