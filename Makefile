@@ -7,10 +7,10 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test runtime bench clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml ops/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e ./ops -e '.[test]'
 	touch $@
 
 demo: $(BIN)/.installed
