@@ -36,6 +36,16 @@ class HostSettings(pydantic.BaseModel):
         pattern=r"^/[A-Za-z0-9._/+-]*$",
         description="absolute directory for model releases (letters, digits and ._/+- only)",
     )
+    model_version: str = pydantic.Field(
+        default="1", pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$", description="version of the model artifact in the store"
+    )
+    runtime_version: str = pydantic.Field(
+        default="0.3.36", pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$",
+        description="llama-server build (llama-cpp-python version); the store entry is <version>+<variant>",
+    )
+    runtime_port: int = pydantic.Field(default=8080, ge=1024, le=65535, description="llama-server port on 127.0.0.1")
+    keep_releases: int = pydantic.Field(default=3, ge=2, le=20, description="releases kept per artifact (>= 2 for rollback)")
+    health_timeout: int = pydantic.Field(default=120, ge=5, le=3600, description="seconds the health gate waits")
     runtime_mode: Literal["native", "container"] = pydantic.Field(
         default="native", description="run llama-server as a systemd service (native) or in a container"
     )
@@ -49,6 +59,10 @@ class HostSettings(pydantic.BaseModel):
         pattern=r"^https?://[A-Za-z0-9.:_/+-]+$",
         description="http(s) URL of the NVIDIA CUDA apt repository or the fleet's mirror of it "
         "(default: NVIDIA's repository for the host's OS release and architecture)",
+    )
+    nvidia_repo_suite: str = pydantic.Field(
+        default="/", pattern=r"^(/|[a-z0-9][a-z0-9._-]*( [a-z0-9._-]+)*)$",
+        description="apt suite and components after the URL: '/' for NVIDIA's flat repository, e.g. 'lab main' for a mirror",
     )
     nvidia_repo_key: str | None = pydantic.Field(
         default=None,

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import re
 from io import StringIO
 
 from pyinfra import host
@@ -56,9 +57,11 @@ def gpu_stack(settings: HostSettings, profile: HostProfile) -> None:
         )
     repo = repo.rstrip("/")
     keyring = "/usr/share/keyrings/cuda-archive-keyring.asc"
-    list_file = "cuda-" + "-".join(repo.rsplit("/", 2)[-2:]) + ".list"
+    # cuda-keyring's own file name for NVIDIA's repository (cuda-ubuntu2204-x86_64.list); apt ignores
+    # list files with other characters than [A-Za-z0-9_.-]
+    list_file = re.sub(r"[^A-Za-z0-9_.-]+", "-", "cuda-" + "-".join(repo.split("://", 1)[-1].rsplit("/", 2)[-2:])) + ".list"
     _apt_source("nvidia", settings.nvidia_repo_key or f"{repo}/3bf863cc.pub", keyring, list_file,
-                [f"deb [signed-by={keyring}] {repo} /"])
+                [f"deb [signed-by={keyring}] {repo} {settings.nvidia_repo_suite}"])
     files.put(
         name="Blacklist nouveau",
         src=StringIO(NOUVEAU_BLACKLIST),

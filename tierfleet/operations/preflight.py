@@ -40,11 +40,12 @@ def _refuse(state, host, reason: str) -> bool:  # noqa: ARG001 - pyinfra passes 
 
 
 @operation(is_idempotent=True)
-def check(tier: str | None = None, catalog: str | None = None):
+def check(tier: str | None = None, catalog: str | None = None, verdict: Verdict | None = None):
     """Refuse this host unless it fits ``tier`` (default: the host's ``tier`` data, ``auto`` if unset).
 
     + tier: tier name, or ``auto`` for the highest tier the host fits
     + catalog: tier catalog YAML (default: the packaged catalog or ``$TIERFLEET_CATALOG``)
+    + verdict: a verdict the caller already has (a tier deploy reads the facts once)
 
     A host that fits is a no-op. A host that does not fit fails here with the reason, e.g.
     ``preflight refused: cores: needs 8, has 4``, and runs nothing else.
@@ -56,9 +57,20 @@ def check(tier: str | None = None, catalog: str | None = None):
         from tierfleet.operations import preflight
         preflight.check(name="Host fits tier basic", tier="basic")
     """
-    verdict = host_verdict(host, tier, catalog)
+    verdict = verdict or host_verdict(host, tier, catalog)
     if verdict.fits:
         extra = f" (warnings: {'; '.join(verdict.warnings)})" if verdict.warnings else ""
         host.noop(f"fits tier {verdict.tier}{extra}")
         return
     yield FunctionCommand(_refuse, (verdict.reason,), {})
+
+
+@operation(is_idempotent=True)
+def fail(message: str):
+    """Fail this host with ``message`` (a deploy's own check that found something wrong), running nothing."""
+    yield FunctionCommand(_refuse_with, (message,), {})
+
+
+def _refuse_with(state, host, message: str) -> bool:  # noqa: ARG001 - pyinfra passes state and host by name
+    host.log_styled(message, fg="red", log_func=logger.error)
+    return False

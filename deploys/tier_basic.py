@@ -1,0 +1,11 @@
+"""Converge every host to a serving basic-tier model, or refuse it untouched.
+
+    pyinfra inventory/lab.py deploys/tier_basic.py
+    pyinfra inventory/edge.py deploys/tier_basic.py --limit orin-nano-01.edge.example.net
+
+Preflight first: a host that does not fit the basic tier fails with the reason and nothing runs there.
+"""
+
+from tierfleet.deploys.tier import tier
+
+tier("basic")

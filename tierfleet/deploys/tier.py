@@ -1,0 +1,133 @@
+"""The tier deploy: converge a host to a serving model of its tier, or refuse it untouched.
+
+Per host, in order: preflight (a host that does not fit is failed before anything runs) -> platform stack
+(:mod:`tierfleet.deploys.stack`) -> runtime (llama-server from the artifact store, a verified release) ->
+model (a verified release) -> service user and unit -> switch both releases atomically -> restart ->
+health gate (``/health`` and one completion, else both releases go back to ``previous``) -> prune.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import OperationValueError, deploy
+from pyinfra.operations import files, server, systemd
+
+from tierfleet.artifacts.llama_build import variant_name
+from tierfleet.catalog import load_catalog
+from tierfleet.exceptions import ConfigError
+from tierfleet.facts.artifacts import StoreManifest, manifest_of, manifest_url
+from tierfleet.facts.cpu import AllowedCpus
+from tierfleet.operations import preflight as preflight_ops
+from tierfleet.operations import release, runtime
+from tierfleet.placement import place
+from tierfleet.profile import build_profile, gather_facts
+from tierfleet.deploys import stack
+from tierfleet.preflight import check_host
+from tierfleet.settings import HostSettings, host_settings
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+RUNTIME_ROOT = "/opt/tierfleet/runtime"
+SERVICE_USER = "tierfleet"
+UNIT = "llama-server.service"
+
+
+def runtime_variant(profile) -> str:
+    """The llama-server build a host runs: the portable CPU build of its architecture (GPU builds: later)."""
+    machine = profile.arch or "x86_64"
+    return variant_name(machine)
+
+
+def _manifest(url: str, what: str):
+    value = host.get_fact(StoreManifest, url)
+    if "error" in value:
+        return None, f"tierfleet: {what} manifest {url}: {value['error']}"
+    try:
+        return manifest_of(value), None
+    except ConfigError as exc:
+        return None, f"tierfleet: {what} manifest {url}: {exc}"
+
+
+@deploy("tierfleet tier")
+def tier(name: str | None = None) -> None:
+    """Converge this host to tier ``name`` (default: its ``tier`` inventory data)."""
+    try:
+        catalog = load_catalog()
+        data = {key: host.data.get(key) for key in HostSettings.model_fields}
+        if name is not None:
+            data["tier"] = name
+        settings = host_settings(data, catalog, f"inventory: host {host.name}")
+    except ConfigError as exc:
+        raise OperationValueError(str(exc)) from None
+
+    facts = gather_facts(host, settings.model_dir)
+    profile = build_profile(host.name, facts)
+    verdict = check_host(profile, catalog, settings.tier, settings.model)
+    preflight_ops.check(name=f"Host fits tier {settings.tier}", verdict=verdict)
+    if not verdict.fits:
+        return
+    chosen = catalog.tier(verdict.tier)
+    model = settings.model or chosen.model
+
+    if profile.platform == "gpu":
+        stack.gpu_stack(settings, profile)
+    elif profile.platform == "jetson":
+        stack.jetson_stack(settings, profile)
+
+    store = settings.artifact_store.rstrip("/")
+    runtime_release = f"{settings.runtime_version}+{runtime_variant(profile)}"
+    model_name = f"{model.name}-{model.quant}"
+    runtime_manifest, runtime_error = _manifest(manifest_url(store, "llama-server", runtime_release), "runtime")
+    model_manifest, model_error = _manifest(manifest_url(store, model_name, settings.model_version), "model")
+    if runtime_error or model_error:
+        preflight_ops.fail(name="Artifacts are in the store", message=runtime_error or model_error)
+        return
+
+    model_root = settings.model_dir.rstrip("/")
+    runtime_art = release.artifact(
+        name="llama-server runtime", root=RUNTIME_ROOT, release=runtime_release, manifest=runtime_manifest,
+        source=f"{store}/llama-server/{runtime_release}/", compressed=runtime_manifest.compressed, unpack=True,
+    )
+    model_release = f"{model_name}-{settings.model_version}"
+    model_art = release.artifact(
+        name=f"model {model_name} {settings.model_version}", root=model_root, release=model_release,
+        manifest=model_manifest, source=f"{store}/{model_name}/{settings.model_version}/",
+        compressed=model_manifest.compressed,
+    )
+
+    user = server.user(name="Service user", user=SERVICE_USER, system=True, shell="/usr/sbin/nologin",
+                       home="/nonexistent", create_home=False)
+    placement = place(facts["topology"], host.get_fact(AllowedCpus), chosen.reserved_cores)
+    unit = files.template(
+        name="llama-server unit",
+        src=str(TEMPLATES / "llama-server.service.j2"),
+        dest=f"/etc/systemd/system/{UNIT}",
+        mode="644",
+        runtime_root=RUNTIME_ROOT,
+        model_path=f"{model_root}/current/{model_manifest.entrypoint}",
+        port=settings.runtime_port,
+        threads=placement.threads,
+        cpus=" ".join(str(c) for c in placement.cpus),
+        context_size=chosen.runtime.context_size,
+        gpu_layers=chosen.runtime.gpu_layers if profile.platform != "cpu" else 0,
+        parallel=chosen.runtime.parallel,
+        tier=chosen.name,
+        user=SERVICE_USER,
+        mlock=False,
+    )
+    switch_runtime = release.switch(name="Switch runtime", root=RUNTIME_ROOT, release=runtime_release)
+    switch_model = release.switch(name="Switch model", root=model_root, release=model_release)
+    changed = (runtime_art, model_art, unit, switch_runtime, switch_model, user)
+
+    def any_changed() -> bool:
+        return any(op.did_change() for op in changed)
+
+    systemd.daemon_reload(name="Reload units", _if=unit.did_change)
+    systemd.service(name="llama-server running", service=UNIT, running=True, enabled=True,
+                    restarted=True, _if=any_changed)
+    systemd.service(name="llama-server enabled", service=UNIT, running=True, enabled=True)
+    runtime.healthy(name="Health gate", port=settings.runtime_port, timeout=settings.health_timeout, unit=UNIT,
+                    roots=[RUNTIME_ROOT, model_root], _if=any_changed)
+    release.prune(name="Prune runtime releases", root=RUNTIME_ROOT, keep=settings.keep_releases)
+    release.prune(name="Prune model releases", root=model_root, keep=settings.keep_releases)
