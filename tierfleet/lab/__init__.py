@@ -1,0 +1,1 @@
+"""The local lab fleet (see README.md beside this file)."""
