@@ -50,7 +50,7 @@ def down(keep: bool) -> None:
 def _print_status(statuses) -> None:
     click.echo(f"{'HOST':<18} {'PROFILE':<18} {'GROUP':<12} {'TIER':<11} {'ADDRESS':<12} {'STATE':<8} FAULTS")
     for s in statuses:
-        state = "up" if s.ssh else "booting" if s.running else "down"
+        state = "up" if s.ssh else "no-ssh" if s.running else "down"
         click.echo(f"{s.name:<18} {s.profile:<18} {s.kind:<12} {s.tier:<11} {s.address:<12} {state:<8} "
                    f"{','.join(s.faults) or '-'}")
 
@@ -71,7 +71,12 @@ def status(as_json: bool) -> None:
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec_(host: str, command: tuple[str, ...]) -> None:
     """Run COMMAND in HOST without SSH (nsenter, clean environment)."""
-    rc = _lab().exec(host, list(command)).returncode
+    argv = list(command)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise click.UsageError("no command given")
+    rc = _lab().exec(host, argv).returncode
     sys.exit(rc)
 
 
