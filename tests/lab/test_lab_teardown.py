@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tierfleet.lab.fleet import Lab
-from tierfleet.lab.system import CGROUP_ROOT, cgroup_pids, mounts_under
+from tierfleet.lab.system import cgroup_pids, cgroup_roots, mounts_under
 
 pytestmark = pytest.mark.lab
 
@@ -28,7 +28,7 @@ def leftovers(lab: Lab) -> dict:
     return {
         "processes": procs,
         "cgroup_pids": cgroup_pids(lab.id),
-        "cgroups": [str(p) for p in CGROUP_ROOT.glob(f"*/{lab.id}")],
+        "cgroups": [str(r / lab.id) for r in cgroup_roots() if (r / lab.id).exists()],
         "mounts": [str(m) for m in mounts_under(lab.root)],
         "netns": [p.name for p in Path("/run/netns").glob(f"{lab.id}-*")] if Path("/run/netns").exists() else [],
         "rules": [l for l in subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout.splitlines()

@@ -34,7 +34,7 @@ SUITE = "bookworm"
 BASE_INCLUDE = ("systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "sudo", "iproute2",
                 "ca-certificates", "procps")
 #: bump when :func:`prepare_base` changes what it writes
-PREP_VERSION = 3
+PREP_VERSION = 4
 
 PREREQUISITES = {
     # command -> Debian package
@@ -168,6 +168,8 @@ def prepare_base(root: Path) -> None:
     )
     run(["systemctl", f"--root={root}", "disable", *UNITS_DISABLED], check=False)
     run(["systemctl", f"--root={root}", "mask", *UNITS_MASKED], check=False)
+    for junk in [*(root / "var/cache/apt/archives").glob("*.deb"), *(root / "var/cache/apt").glob("*.bin")]:
+        junk.unlink()
     for d in ("usr/share/tierfleet-lab", "var/lib/tierfleet"):
         (root / d).mkdir(parents=True, exist_ok=True)
 
@@ -189,7 +191,16 @@ def ensure_base(cache: Path, log=print) -> Path:
         os.replace(tmp, base)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    _drop_stale_bases(cache, keep=base)
     return base
+
+
+def _drop_stale_bases(cache: Path, keep: Path) -> None:
+    """Remove older prepared bases no overlay uses any more."""
+    mountinfo = Path("/proc/self/mountinfo").read_text()
+    for old in cache.glob("base-*"):
+        if old != keep and old.is_dir() and f"lowerdir={old}" not in mountinfo:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 # --- the lab signing key --------------------------------------------------------------------------

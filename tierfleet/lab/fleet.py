@@ -203,7 +203,7 @@ class Lab:
         """Bring the fleet ``spec`` up (default: one host per profile); hosts not in it go down."""
         require_root()
         if not cgroup_layout_ok():
-            raise LabError("the lab needs cgroup2 at /sys/fs/cgroup/unified (cgroup v1 hybrid layout)")
+            raise LabError("the lab needs cgroup2 (at /sys/fs/cgroup/unified or /sys/fs/cgroup)")
         lab_base.ensure_prerequisites(self.log)
         with self.store.locked():
             state = self.store.load()
@@ -297,11 +297,10 @@ class Lab:
             ctx = self._context(state, need_build=False)
             self._close_masters()
             known = [self._host(ctx, h) for h in state.hosts.values()]
+            # host dirs the state no longer lists (a crash between steps): the profile does not matter
             on_disk = {p.name for p in (self.root / "hosts").glob("*")} - {h.name for h in known}
-            from tierfleet.lab.profiles import PROFILES as _P
-
-            for name in on_disk:
-                known.append(Host(ctx, name, next(iter(_P.values())), "127.0.0.1"))
+            for name in sorted(on_disk):
+                known.append(Host(ctx, name, get_profile("cpu-small"), "127.0.0.1"))
             with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
                 list(pool.map(lambda h: h.teardown(purge=purge), known))
             cgroup_kill(self.id)

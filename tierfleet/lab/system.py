@@ -17,8 +17,24 @@ from pathlib import Path
 from tierfleet.exceptions import LabError
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-#: cgroup hierarchies a lab process joins: cgroup2 (``cgroup.kill``) and the name=systemd one
-CGROUP_HIERARCHIES = ("unified", "systemd")
+
+
+def cgroup2_root() -> Path | None:
+    """Where cgroup2 is mounted: ``/sys/fs/cgroup/unified`` (v1 hybrid) or ``/sys/fs/cgroup`` (pure v2)."""
+    if (CGROUP_ROOT / "unified" / "cgroup.procs").exists():
+        return CGROUP_ROOT / "unified"
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        return CGROUP_ROOT
+    return None
+
+
+def cgroup_roots() -> list[Path]:
+    """Hierarchies a lab process joins: cgroup2 (for ``cgroup.kill``) and name=systemd where present."""
+    roots = [r for r in (cgroup2_root(),) if r is not None]
+    if (CGROUP_ROOT / "systemd" / "cgroup.procs").exists():
+        roots.append(CGROUP_ROOT / "systemd")
+    return roots
+
 
 CLEAN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
@@ -51,11 +67,11 @@ def require_root() -> None:
 # --- cgroups -------------------------------------------------------------------------------------
 
 def cgroup_paths(rel: str) -> list[Path]:
-    return [CGROUP_ROOT / h / rel for h in CGROUP_HIERARCHIES if (CGROUP_ROOT / h).is_dir()]
+    return [root / rel for root in cgroup_roots()]
 
 
 def cgroup_layout_ok() -> bool:
-    return (CGROUP_ROOT / "unified" / "cgroup.procs").exists()
+    return cgroup2_root() is not None
 
 
 def cgroup_create(rel: str) -> None:
@@ -73,8 +89,11 @@ def cgroup_join(rel: str, pid: int | None = None) -> None:
 
 def cgroup_pids(rel: str) -> list[int]:
     """Every pid in a cgroup subtree (cgroup2 view)."""
-    root = CGROUP_ROOT / "unified" / rel
+    base = cgroup2_root()
     pids: list[int] = []
+    if base is None or not (base / rel).is_dir():
+        return pids
+    root = base / rel
     if not root.is_dir():
         return pids
     for dirpath, _dirs, files in os.walk(root):
@@ -88,8 +107,9 @@ def cgroup_pids(rel: str) -> list[int]:
 
 def cgroup_kill(rel: str, wait: float = 5.0) -> None:
     """Kill everything in a cgroup subtree and remove it from every hierarchy."""
-    uni = CGROUP_ROOT / "unified" / rel
-    if uni.is_dir():
+    base = cgroup2_root()
+    uni = base / rel if base else None
+    if uni is not None and uni.is_dir():
         kill_file = uni / "cgroup.kill"
         if kill_file.exists():
             try:
@@ -129,11 +149,6 @@ def mounts_under(prefix: Path) -> list[Path]:
         if mp == prefix or mp.startswith(prefix + "/"):
             found.append(Path(mp))
     return sorted(set(found), key=lambda p: -len(str(p)))
-
-
-def is_mountpoint(path: Path) -> bool:
-    return Path(path).resolve() in mounts_under(path) and str(Path(path).resolve()) in {
-        str(p) for p in mounts_under(path)}
 
 
 def umount_all(prefix: Path) -> None:
