@@ -60,3 +60,23 @@ def test_down_after_sigkill_of_host_and_lab_leaves_nothing(tmp_path, monkeypatch
         lab.down()
     assert leftovers(lab) == {"processes": [], "cgroup_pids": [], "cgroups": [], "mounts": [], "netns": [],
                               "rules": [], "loops": []}
+
+
+def test_down_keep_then_up_brings_the_same_hosts_back(tmp_path, monkeypatch):
+    if os.geteuid() != 0:
+        pytest.skip("lab tests need root")
+    monkeypatch.setenv("TIERFLEET_LAB_ADDR_BASE", "127.0.0.160")
+    lab = Lab(tmp_path / "lab")
+    ssh = ["ssh", "-F", str(lab.root / "ssh_config"), "-o", "ControlPath=none", "k1"]
+    try:
+        lab.up([("k1", "cpu-small")])
+        assert subprocess.run([*ssh, "echo kept > /root/mark"]).returncode == 0
+        lab.down(purge=False)
+        assert [(s.name, s.running) for s in lab.status()] == [("k1", False)]
+        assert leftovers(lab)["processes"] == [] and leftovers(lab)["mounts"] == []
+        lab.up()
+        out = subprocess.run([*ssh, "cat /root/mark"], capture_output=True, text=True)
+        assert out.stdout == "kept\n"
+    finally:
+        lab.down()
+    assert not (lab.root / "hosts" / "k1").exists()

@@ -289,7 +289,11 @@ class Lab:
         return self.hosts([name])[0]
 
     def down(self, purge: bool = True) -> None:
-        """Stop everything of this lab and put the machine back (works after crashes too)."""
+        """Stop everything of this lab and put the machine back (works after crashes too).
+
+        With ``purge=False`` the hosts' files and the fleet stay in the state, so a plain ``up``
+        brings the same hosts back with what was on them.
+        """
         require_root()
         with self.store.locked():
             state = self.store.load()
@@ -310,7 +314,8 @@ class Lab:
             self._delete_rules()
             (self.root / "mirror.pid").unlink(missing_ok=True)
             self._machine_restore(state)
-            state.hosts = {}
+            if purge:
+                state.hosts = {}
             state.mirror_port = 0
             self.store.save(state)
 
