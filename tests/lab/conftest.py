@@ -34,7 +34,11 @@ def make_root(tmp: Path, profile_name: str) -> Path:
 
     profile = PROFILES[profile_name]
     root = tmp / profile_name
-    dress.write_tree(root, dress.dress_tree(profile), real_sys_class=None)
+    tree = dress.dress_tree(profile)
+    dress.write_tree(root, tree, real_sys_class=None)
+    # the in-host copy of the /proc dressing, as lab hosts have it
+    dress.write_tree(root / "usr/lib/tierfleet-lab/dress",
+                     {k: v for k, v in tree.items() if k.startswith("proc/")}, real_sys_class=None)
     share = root / "usr/share/tierfleet-lab"
     (share / "nvml").mkdir(parents=True)
     (share / "profile.json").write_text(json.dumps(profile.to_json()))

@@ -82,8 +82,21 @@ def test_nvpmodel_in_a_host_takes_cpus_offline(testinfra_host):
     h.run_test("nvpmodel -m 1")
     assert h.file("/sys/devices/system/cpu/online").content_string == "0-1\n"
     assert h.check_output("getconf _NPROCESSORS_ONLN") == "2"
+    assert h.check_output("grep -c ^processor /proc/cpuinfo") == "2"
     h.run_test("nvpmodel -m 0")
     assert h.file("/sys/devices/system/cpu/online").content_string == "0-3\n"
+    assert h.check_output("grep -c ^processor /proc/cpuinfo") == "4"
+
+
+def test_jetson_power_rails(testinfra_host):
+    orin = testinfra_host("jetson-orin-nano")
+    hw = "/sys/bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon1"
+    assert orin.file(f"{hw}/in1_label").content_string == "VDD_IN\n"
+    assert int(orin.file(f"{hw}/curr1_input").content_string) > 0
+    nano = testinfra_host("jetson-nano")
+    iio = "/sys/bus/i2c/drivers/ina3221x/6-0040/iio:device0"
+    assert nano.file(f"{iio}/rail_name_0").content_string == "POM_5V_IN\n"
+    assert orin.file("/sys/class/devfreq/17000000.ga10b/device/of_node/name").content_string == "ga10b\0"
 
 
 def test_hosts_have_their_own_network_namespace(lab, ssh):

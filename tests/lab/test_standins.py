@@ -100,9 +100,12 @@ def test_nvpmodel_nano_5w_takes_cpus_offline_and_back(standin):
     assert (cpu / "cpu3/online").read_text() == "0\n"
     assert (cpu / "cpufreq/policy0/scaling_max_freq").read_text() == "918000\n"
     assert (root / "sys/class/devfreq/57000000.gpu/max_freq").read_text() == "640000000\n"
+    cpuinfo = root / "usr/lib/tierfleet-lab/dress/proc/cpuinfo"
+    assert cpuinfo.read_text().count("processor\t:") == 2  # arm64 lists online CPUs only
     assert standin("jetson-nano", "nvpmodel", "-q").stdout == "NV Power Mode: 5W\n1\n"
     assert standin("jetson-nano", "nvpmodel", "-m", "0").returncode == 0
     assert (cpu / "online").read_text() == "0-3\n"
+    assert cpuinfo.read_text().count("processor\t:") == 4
     assert (cpu / "cpufreq/policy0/scaling_max_freq").read_text() == "1479000\n"
     assert (root / "sys/class/devfreq/57000000.gpu/max_freq").read_text() == "921600000\n"
 

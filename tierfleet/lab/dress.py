@@ -19,6 +19,8 @@ container path                              dressed content                     
                                             links to every real class except ``net``
 ``/sys/firmware``                           ``devicetree/base/{model,compatible}``      ro
                                             (Jetsons only)
+``/sys/bus``                                ``i2c/drivers/ina3221*``: power rails       ro
+                                            (Jetsons only; hides the VM's own buses)
 ``/proc/driver``                            ``nvidia/version`` (GPU nodes only)         ro
 ==========================================  =========================================  =====
 
@@ -341,6 +343,18 @@ def _class_tree(profile: Profile) -> dict:
                 tree[f"{h}/in{i}_label"] = f"{label}\n"
                 tree[f"{h}/in{i}_input"] = f"{mv}\n"
                 tree[f"{h}/curr{i}_input"] = f"{ma}\n"
+            # JetPack 5+: the driver's device directory holds hwmon/hwmonN
+            tree["sys/bus/i2c/drivers/ina3221/1-0040/name"] = "ina3221\n"
+            tree["sys/bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon1"] = Symlink("/sys/class/hwmon/hwmon1")
+        else:
+            # JetPack 4: the ina3221x driver exposes iio rails
+            d = "sys/bus/i2c/drivers/ina3221x/6-0040/iio:device0"
+            tree[f"{d}/name"] = "ina3221x\n"
+            for i, (label, mw) in enumerate(zip(spec.rails, (2460, 80, 560))):
+                tree[f"{d}/rail_name_{i}"] = f"{label}\n"
+                tree[f"{d}/in_power{i}_input"] = f"{mw}\n"
+                tree[f"{d}/in_voltage{i}_input"] = f"{5000 - 8 * i}\n"
+                tree[f"{d}/in_current{i}_input"] = f"{mw * 1000 // 5000}\n"
     if profile.cpufreq.rapl:
         for pkg in range(profile.sockets):
             d = f"sys/class/powercap/intel-rapl:{pkg}"
@@ -388,6 +402,9 @@ def _driver_tree(profile: Profile) -> dict:
 def dress_tree(profile: Profile) -> dict:
     """Every dressed file of a profile: relative path -> text (or :class:`Symlink`)."""
     tree: dict = {"proc/meminfo": meminfo(profile), "proc/cpuinfo": cpuinfo(profile)}
+    if profile.dressed_arch == "aarch64":
+        # arm64 lists only online CPUs: nvpmodel rebuilds proc/cpuinfo from this full copy
+        tree["proc/cpuinfo.all"] = tree["proc/cpuinfo"]
     tree.update(_cpu_tree(profile))
     tree.update(_node_tree(profile))
     tree.update(_class_tree(profile))
@@ -414,6 +431,7 @@ def binds(profile: Profile) -> list[Bind]:
         out.append(Bind("sys/class", "/sys/class", False))
     if profile.jetson:
         out.append(Bind("sys/firmware", "/sys/firmware", True))
+        out.append(Bind("sys/bus", "/sys/bus", True))
     if profile.gpus:
         out.append(Bind("proc/driver", "/proc/driver", True))
     return out
