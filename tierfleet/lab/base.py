@@ -326,7 +326,7 @@ def ensure_apt_repo(cache: Path, log=print) -> Path:
             (d / "Packages.gz").write_bytes(gz)
             index_files[f"main/binary-{arch}/Packages"] = packages
             index_files[f"main/binary-{arch}/Packages.gz"] = gz
-        release = [f"Origin: tierfleet-lab", f"Label: tierfleet-lab", f"Suite: {APT_SUITE}",
+        release = ["Origin: tierfleet-lab", "Label: tierfleet-lab", f"Suite: {APT_SUITE}",
                    f"Codename: {APT_SUITE}",
                    "Date: " + time.strftime("%a, %d %b %Y %H:%M:%S UTC", time.gmtime()),
                    "Architectures: amd64 arm64", "Components: main", "Description: tierfleet lab mirror"]
