@@ -130,3 +130,22 @@ def test_reboot_gives_a_fresh_uptime(lab, ssh):
 def test_exec_runs_without_ssh_and_with_a_clean_environment(lab):
     r = lab.exec("cpu-small", ["sh", "-c", "hostname; echo ${PIP_INDEX_URL:-unset}"], capture=True)
     assert r.stdout.decode().split() == ["cpu-small", "unset"]
+
+
+def test_cli_status_json_and_exec(lab, capfd):
+    import json
+
+    from tierfleet.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["lab", "status", "--json"])
+    assert exc.value.code == 0
+    rows = {r["name"]: r for r in json.loads(capfd.readouterr().out)}
+    assert rows["gpu-node-a100"]["tier"] == "enterprise" and rows["gpu-node-a100"]["ssh"] is True
+    with pytest.raises(SystemExit) as exc:
+        main(["lab", "exec", "jetson-orin-nano", "--", "sh", "-c", "nvpmodel -q; exit 7"])
+    assert exc.value.code == 7
+    assert capfd.readouterr().out == "NV Power Mode: 15W\n0\n"
+    with pytest.raises(SystemExit) as exc:
+        main(["lab", "exec", "no-such-host", "true"])
+    assert exc.value.code == 2
