@@ -80,3 +80,23 @@ def test_down_keep_then_up_brings_the_same_hosts_back(tmp_path, monkeypatch):
     finally:
         lab.down()
     assert not (lab.root / "hosts" / "k1").exists()
+
+
+def test_up_repairs_a_killed_mirror_and_a_stopped_host(tmp_path, monkeypatch):
+    if os.geteuid() != 0:
+        pytest.skip("lab tests need root")
+    monkeypatch.setenv("TIERFLEET_LAB_ADDR_BASE", "127.0.0.170")
+    lab = Lab(tmp_path / "lab")
+    try:
+        lab.up([("m1", "cpu-small")])
+        port = lab.store.load().mirror_port
+        os.kill(int((lab.root / "mirror.pid").read_text()), signal.SIGKILL)
+        lab.fault("stop", "m1")
+        lab.up()
+        state = lab.store.load()
+        assert state.mirror_port == port and state.faults == []
+        r = lab.exec("m1", ["python3", "-c", "import urllib.request as u; print(u.urlopen("
+                            "'http://mirror.lab:8080/apt/dists/lab/InRelease').status)"], capture=True)
+        assert r.stdout == b"200\n"
+    finally:
+        lab.down()

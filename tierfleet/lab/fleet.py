@@ -136,8 +136,13 @@ class Lab:
     def _start_mirror(self, state: LabState, repo: Path) -> None:
         if self._mirror_alive() and state.mirror_port:
             return
+        # keep the old port when it is free: running hosts' bridges still point at it
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", state.mirror_port))
+            except OSError:
+                s.bind(("127.0.0.1", 0))
             state.mirror_port = s.getsockname()[1]
         cg = f"{self.id}/_mirror"
         cgroup_create(cg)
@@ -232,6 +237,9 @@ class Lab:
                     self._check_address_free(h.address)
             with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
                 list(pool.map(lambda h: h.start(), hosts))
+            # a stopped or killed host that up started again is no longer a fault
+            state.faults = [f for f in state.faults if not (f["kind"] in ("stop", "kill") and f["host"] in wanted)]
+            self.store.save(state)
             self._write_ssh_files(hosts)
             if wait:
                 self._wait_ssh(hosts, timeout or 60 + 6 * len(hosts))
