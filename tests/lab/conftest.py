@@ -47,6 +47,10 @@ def make_root(tmp: Path, profile_name: str) -> Path:
     if profile.jetson:
         (root / "etc").mkdir(exist_ok=True)
         (root / "etc/nvpmodel.conf").write_text(jetson.nvpmodel_conf(profile.jetson))
+        (root / "etc/nvpmodel").mkdir()
+        for conf in jetson.MODES:
+            if conf.startswith(profile.jetson.nvpmodel_conf):
+                (root / f"etc/nvpmodel/nvpmodel_{conf}.conf").write_text(jetson.nvpmodel_conf(profile.jetson, conf))
         (root / "root").mkdir(exist_ok=True)
     return root
 

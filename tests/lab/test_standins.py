@@ -134,3 +134,15 @@ def test_jetson_clocks_store_max_restore(standin):
     show = standin("jetson-orin-nano", "jetson_clocks", "--show").stdout
     assert show.startswith("SOC family:tegra234  Machine:NVIDIA Jetson Orin Nano Developer Kit\n")
     assert "Online CPUs: 0-5" in show and "NV Power Mode: 15W" in show
+
+
+@ROOT_ONLY
+def test_nvpmodel_super_conf_is_remembered(standin):
+    conf = "/etc/nvpmodel/nvpmodel_p3767_0003_super.conf"
+    p = standin("jetson-orin-nano", "nvpmodel", "-f", conf, "-p", "--verbose").stdout
+    assert "NVPM VERB: POWER_MODEL: ID=2 NAME=MAXN_SUPER" in p and "ID=1 NAME=25W" in p
+    assert standin("jetson-orin-nano", "nvpmodel", "-f", conf, "-m", "2").returncode == 0
+    assert standin("jetson-orin-nano", "nvpmodel", "-q").stdout == "NV Power Mode: MAXN_SUPER\n2\n"
+    root = standin.roots["jetson-orin-nano"]
+    assert (root / "sys/devices/system/cpu/cpufreq/policy0/scaling_max_freq").read_text() == "1728000\n"
+    assert (root / "sys/class/devfreq/17000000.ga10b/max_freq").read_text() == "1020000000\n"

@@ -160,7 +160,8 @@ class Host:
         if dress_root.exists():
             shutil.rmtree(dress_root)
         lab_dress.write_tree(dress_root, lab_dress.dress_tree(self.profile))
-        for stale in ("var/lib/nvpmodel/status", "var/lib/tierfleet-lab/nvidia-smi.json"):
+        for stale in ("var/lib/nvpmodel/status", "var/lib/nvpmodel/conf_file_path",
+                      "var/lib/tierfleet-lab/nvidia-smi.json"):
             (r / stale).unlink(missing_ok=True)
 
     def prepare(self) -> None:
