@@ -15,3 +15,6 @@ def catalog():
     from tierfleet.catalog import load_catalog
 
     return load_catalog()
+
+# pyinfra deploy files used by the lab tests run under pyinfra, not as test modules
+collect_ignore_glob = ["lab/deploys/*.py"]
