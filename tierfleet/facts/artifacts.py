@@ -40,7 +40,7 @@ class StoreManifest(FactBase[dict[str, Any]]):
             fetch = f"curl -fsSL --max-time 30 {quoted} 2>&1"
         else:
             fetch = f"cat -- {quoted} 2>&1"
-        return f"{fetch} || echo {FAILED}; true"
+        return f"{fetch} || echo '{FAILED}'; true"
 
     def process(self, output: list[str]) -> dict[str, Any]:
         if output and output[-1].strip() == FAILED:
