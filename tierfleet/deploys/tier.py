@@ -113,7 +113,7 @@ def tier(name: str | None = None) -> None:
         gpu_layers=chosen.runtime.gpu_layers if profile.platform != "cpu" else 0,
         parallel=chosen.runtime.parallel,
         tier=chosen.name,
-        user=SERVICE_USER,
+        service_user=SERVICE_USER,
         mlock=False,
     )
     switch_runtime = release.switch(name="Switch runtime", root=RUNTIME_ROOT, release=runtime_release)

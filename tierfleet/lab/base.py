@@ -32,7 +32,7 @@ from tierfleet.lab.system import run, which
 
 SUITE = "bookworm"
 BASE_INCLUDE = ("systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "sudo", "iproute2",
-                "ca-certificates", "procps")
+                "ca-certificates", "procps", "curl", "zstd", "python3-venv")
 #: bump when :func:`prepare_base` changes what it writes
 PREP_VERSION = 4
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import urllib.parse
 import os
 import re
 import shutil
@@ -131,7 +132,8 @@ class Handler(BaseHTTPRequestHandler):
         sys.stderr.write("%s %s\n" % (self.log_date_time_string(), fmt % args))
 
     def _resolve(self) -> Path | None:
-        path = self.path.split("?", 1)[0]
+        # percent-decoded like http.server's own translate_path (curl sends "+" as %2B)
+        path = urllib.parse.unquote(self.path.split("?", 1)[0])
         for prefix, root in self.roots.items():
             if path.startswith(prefix):
                 rel = path[len(prefix):]
