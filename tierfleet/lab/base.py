@@ -177,7 +177,7 @@ def prepare_base(root: Path) -> None:
 def ensure_base(cache: Path, log=print) -> Path:
     """The prepared base directory, built from the cached tarball when missing."""
     raw = debootstrap_tarball(cache, log)
-    base = cache / f"base-{_key(raw.name, PREP_VERSION)}"
+    base = cache / f"base-{_key(raw.name)}-p{PREP_VERSION}"
     if (base / ".tierfleet-lab-base").exists():
         return base
     log(f"preparing base {base.name}")
@@ -196,9 +196,12 @@ def ensure_base(cache: Path, log=print) -> Path:
 
 
 def _drop_stale_bases(cache: Path, keep: Path) -> None:
-    """Remove older prepared bases no overlay uses any more."""
+    """Remove older preparations of the same tarball that no overlay uses any more.
+
+    Bases of other tarballs (another checkout with another package list) are left alone.
+    """
     mountinfo = Path("/proc/self/mountinfo").read_text()
-    for old in cache.glob("base-*"):
+    for old in cache.glob(keep.name.rsplit("-p", 1)[0] + "-p*"):
         if old != keep and old.is_dir() and f"lowerdir={old}" not in mountinfo:
             shutil.rmtree(old, ignore_errors=True)
 

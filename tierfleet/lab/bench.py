@@ -2,7 +2,8 @@
 
 Uses its own state dir and addresses (127.0.0.201 onwards) so it never touches a running lab.
 Memory per host is summed over every process in the host's cgroup (supervisor, nspawn, the
-container, its bridges): RSS and PSS from ``/proc/<pid>/smaps_rollup``; "machine" is the growth of
+container, its bridges): RSS and PSS from ``/proc/<pid>/smaps_rollup``; "memcg" is what the host's
+memory cgroup is charged (processes plus the page cache of its files); "machine" is the growth of
 free(1)'s "used" (MemTotal - MemFree - Buffers - Cached - SReclaimable) while the fleet is up, divided by N.
 """
 
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 
 from tierfleet.lab.fleet import Lab, cycle_spec
-from tierfleet.lab.system import cgroup_pids
+from tierfleet.lab.system import cgroup_memory_bytes, cgroup_pids
 
 
 def _mem_used_kib() -> int:
@@ -57,6 +58,7 @@ def bench_one(n: int, log=print) -> dict:
             t_running = time.monotonic() - t0
             time.sleep(3)  # let boot-time processes settle before measuring memory
             per_host = [_rss_pss_kib(cgroup_pids(f"{lab.id}/{h.name}")) for h in lab.hosts()]
+            memcg = [cgroup_memory_bytes(f"{lab.id}/{h.name}") for h in lab.hosts()]
             used_after = _mem_used_kib()
             t1 = time.monotonic()
             lab.up()  # every host already running: the "later up takes seconds" path
@@ -80,15 +82,17 @@ def bench_one(n: int, log=print) -> dict:
         "rss_mib": sum(r for r, _ in per_host) / len(per_host) / 1024,
         "pss_mib": sum(p for _, p in per_host) / len(per_host) / 1024,
         "machine_mib": (used_after - used_before) / n / 1024,
+        "memcg_mib": (sum(memcg) / len(memcg) / 2 ** 20) if all(m is not None for m in memcg) else float("nan"),
     }
 
 
 def run_bench(counts: list[int], log=print) -> list[str]:
     lines = [f"{'N':>3} {'up:ssh s':>9} {'up:running s':>13} {'up again s':>11} {'down s':>7} "
-             f"{'RSS MiB/host':>13} {'PSS MiB/host':>13} {'machine MiB/host':>17}"]
+             f"{'RSS MiB/host':>13} {'PSS MiB/host':>13} {'memcg MiB/host':>15} {'machine MiB/host':>17}"]
     for n in counts:
         r = bench_one(n, log)
         lines.append(f"{r['n']:>3} {r['up_ssh_s']:>9.1f} {r['up_running_s']:>13.1f} {r['up_again_s']:>11.1f} "
-                     f"{r['down_s']:>7.1f} {r['rss_mib']:>13.1f} {r['pss_mib']:>13.1f} {r['machine_mib']:>17.1f}"
+                     f"{r['down_s']:>7.1f} {r['rss_mib']:>13.1f} {r['pss_mib']:>13.1f} {r['memcg_mib']:>15.1f} "
+                     f"{r['machine_mib']:>17.1f}"
                      + (f"  not running: {','.join(r['not_running'])}" if r["not_running"] else ""))
     return lines

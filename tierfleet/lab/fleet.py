@@ -114,14 +114,17 @@ class Lab:
         return (self.root / "id_ed25519.pub").read_text()
 
     def _context(self, state: LabState, need_build: bool = True) -> LabContext:
-        if need_build:
-            base = lab_base.ensure_base(self.cache, self.log)
-            repo = lab_base.ensure_apt_repo(self.cache, self.log)
-        else:
-            base = repo = Path("/nonexistent")
-        _home, keyring = lab_base.ensure_key(self.cache) if need_build else (None, Path("/nonexistent"))
+        """What the hosts share. ``need_build=False`` (status, stop, down) builds and writes nothing:
+        only starting a host needs the base, the apt repository, the key and the SSH key."""
+        if not need_build:
+            none = Path("/nonexistent")
+            return LabContext(lab_dir=self.root, lab_id=self.id, base=none, apt_repo=none, keyring=none,
+                              ssh_pubkey="", mirror_port=state.mirror_port)
+        base = lab_base.ensure_base(self.cache, self.log)
+        repo = lab_base.ensure_apt_repo(self.cache, self.log)
+        _gnupg, keyring = lab_base.ensure_key(self.cache)
         return LabContext(lab_dir=self.root, lab_id=self.id, base=base, apt_repo=repo, keyring=keyring,
-                          ssh_pubkey=self._ssh_key() if need_build else "", mirror_port=state.mirror_port)
+                          ssh_pubkey=self._ssh_key(), mirror_port=state.mirror_port)
 
     def _host(self, ctx: LabContext, h: HostState) -> Host:
         return Host(ctx, h.name, get_profile(h.profile, str(self.store.path)), h.address)

@@ -29,11 +29,24 @@ def cgroup2_root() -> Path | None:
 
 
 def cgroup_roots() -> list[Path]:
-    """Hierarchies a lab process joins: cgroup2 (for ``cgroup.kill``) and name=systemd where present."""
+    """Hierarchies a lab process joins: cgroup2 (for ``cgroup.kill``), and where present the v1
+    name=systemd one (nspawn expects it) and the v1 memory one (per-host memory figures)."""
     roots = [r for r in (cgroup2_root(),) if r is not None]
-    if (CGROUP_ROOT / "systemd" / "cgroup.procs").exists():
-        roots.append(CGROUP_ROOT / "systemd")
+    for v1 in ("systemd", "memory"):
+        if (CGROUP_ROOT / v1 / "cgroup.procs").exists():
+            roots.append(CGROUP_ROOT / v1)
     return roots
+
+
+def cgroup_memory_bytes(rel: str) -> int | None:
+    """Memory charged to a cgroup subtree (processes and their page cache), where accounted."""
+    for path in (CGROUP_ROOT / "memory" / rel / "memory.usage_in_bytes",
+                 (cgroup2_root() or CGROUP_ROOT) / rel / "memory.current"):
+        try:
+            return int(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 CLEAN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
