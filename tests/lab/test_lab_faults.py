@@ -94,7 +94,7 @@ def test_mirror_serves_good_then_bad_bytes(lab, ssh, tmp_path):
     src = tmp_path / "weights.bin"
     src.write_bytes(blob)
     entry = mirror.publish(lab.root, src, "models/weights.bin")
-    url = "http://artifacts.lab:8080" + entry["path"]
+    url = "http://artifacts.lab" + entry["path"]
 
     def fetch():
         r = ssh("gpu-node-t4", f"python3 - {url} <<'EOF'\n{DOWNLOAD}EOF")

@@ -96,7 +96,7 @@ def test_up_repairs_a_killed_mirror_and_a_stopped_host(tmp_path, monkeypatch):
         state = lab.store.load()
         assert state.mirror_port == port and state.faults == []
         r = lab.exec("m1", ["python3", "-c", "import urllib.request as u; print(u.urlopen("
-                            "'http://mirror.lab:8080/apt/dists/lab/InRelease').status)"], capture=True)
+                            "'http://mirror.lab/apt/dists/lab/InRelease').status)"], capture=True)
         assert r.stdout == b"200\n"
     finally:
         lab.down()

@@ -32,7 +32,7 @@ from tierfleet.lab import base as lab_base
 from tierfleet.lab import dress as lab_dress
 from tierfleet.lab import jetson
 from tierfleet.lab.profiles import Profile
-from tierfleet.lab.state import (APT_KEYRING_IN_HOST, APT_SUITE, APT_URL, ARTIFACTS_NAME, MIRROR_NAME,
+from tierfleet.lab.state import (APT_KEYRING_IN_HOST, APT_SUITE, APT_URL, ARTIFACTS_NAME, ARTIFACTS_URL, MIRROR_NAME,
                                  MIRROR_PORT_IN_HOST)
 from tierfleet.lab.system import (CLEAN_ENV, cgroup_create, cgroup_join, cgroup_kill, cgroup_pids, mounts_under,
                                   pid_alive, run, umount_all)
@@ -140,8 +140,8 @@ class Host:
         share.mkdir(parents=True, exist_ok=True)
         (share / "profile.json").write_text(json.dumps(self.profile.to_json(), indent=1) + "\n")
         (share / "mirrors.env").write_text(
-            f"TIERFLEET_APT_URL=http://{MIRROR_NAME}:{MIRROR_PORT_IN_HOST}/apt\n"
-            f"TIERFLEET_ARTIFACTS_URL=http://{ARTIFACTS_NAME}:{MIRROR_PORT_IN_HOST}/artifacts\n")
+            f"TIERFLEET_APT_URL={APT_URL}\n"
+            f"TIERFLEET_ARTIFACTS_URL={ARTIFACTS_URL}\n")
         installs = {"lspci": "usr/bin/lspci"}
         if self.profile.gpus:
             installs["nvidia-smi"] = "usr/bin/nvidia-smi"

@@ -7,7 +7,7 @@ One ``http.server`` process per lab (``python -m tierfleet.lab.mirror``) serves
   ``manifest.json`` kept by :func:`publish`.
 
 It listens on ``127.0.0.1:<port>`` of the machine; inside every host it is reached through the
-host's unix-socket bridge as ``http://mirror.lab:8080/apt`` and ``http://artifacts.lab:8080/artifacts``.
+host's unix-socket bridge as ``http://mirror.lab/apt`` and ``http://artifacts.lab/artifacts``.
 GET and HEAD, with single ``Range: bytes=a-b`` requests answered 206 (resumable downloads).
 
 Faults (``tierfleet lab fault mirror ...``) are read from ``<lab dir>/mirror-fault.json`` on every

@@ -22,9 +22,10 @@ STATE_VERSION = 1
 #: host-side names inside every lab host (/etc/hosts) and the port the bridges listen on there
 MIRROR_NAME = "mirror.lab"
 ARTIFACTS_NAME = "artifacts.lab"
-MIRROR_PORT_IN_HOST = 8080
-APT_URL = f"http://{MIRROR_NAME}:{MIRROR_PORT_IN_HOST}/apt"
-ARTIFACTS_URL = f"http://{ARTIFACTS_NAME}:{MIRROR_PORT_IN_HOST}/artifacts"
+#: port 80, like a real mirror: services deployed into hosts keep their own ports (llama-server's 8080)
+MIRROR_PORT_IN_HOST = 80
+APT_URL = f"http://{MIRROR_NAME}/apt"
+ARTIFACTS_URL = f"http://{ARTIFACTS_NAME}/artifacts"
 APT_KEYRING_IN_HOST = "/usr/share/keyrings/tierfleet-lab.gpg"
 APT_SUITE = "lab"
 
