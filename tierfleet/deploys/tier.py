@@ -14,13 +14,15 @@ from pyinfra import host
 from pyinfra.api import OperationValueError, deploy
 from pyinfra.operations import files, server, systemd
 
+from tierfleet.artifacts import wheelhouse
 from tierfleet.artifacts.llama_build import variant_name
 from tierfleet.catalog import load_catalog
 from tierfleet.exceptions import ConfigError
 from tierfleet.facts.artifacts import StoreManifest, manifest_of, manifest_url
 from tierfleet.facts.cpu import AllowedCpus
 from tierfleet.operations import preflight as preflight_ops
-from tierfleet.operations import release, runtime
+from tierfleet.facts.ops import PythonVersion
+from tierfleet.operations import daemon, release, runtime
 from tierfleet.placement import place
 from tierfleet.profile import build_profile, gather_facts
 from tierfleet.deploys import stack
@@ -29,6 +31,8 @@ from tierfleet.settings import HostSettings, host_settings
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 RUNTIME_ROOT = "/opt/tierfleet/runtime"
+OPS_ROOT = "/opt/tierfleet/ops"
+OPS_VENV = "/opt/tierfleet-ops/venv"
 SERVICE_USER = "tierfleet"
 UNIT = "llama-server.service"
 
@@ -131,3 +135,44 @@ def tier(name: str | None = None) -> None:
                     roots=[RUNTIME_ROOT, model_root], _if=any_changed)
     release.prune(name="Prune runtime releases", root=RUNTIME_ROOT, keep=settings.keep_releases)
     release.prune(name="Prune model releases", root=model_root, keep=settings.keep_releases)
+    ops_daemon(settings, profile, chosen.reserved_cores)
+
+
+@deploy("tierfleet ops daemon")
+def ops_daemon(settings: HostSettings, profile, reserve: int) -> None:
+    """Install the ops daemon (its own venv, from a verified wheelhouse release), its policy and unit."""
+    python = host.get_fact(PythonVersion)
+    if python is None:
+        preflight_ops.fail(name="python3 for the ops daemon", message="tierfleet: no python3 on the host for the ops daemon")
+        return
+    store = settings.artifact_store.rstrip("/")
+    version = wheelhouse.ops_version()
+    ops_release = wheelhouse.release_name(version, python, profile.arch or "x86_64")
+    manifest, error = _manifest(manifest_url(store, wheelhouse.NAME, ops_release), "ops daemon")
+    if error:
+        preflight_ops.fail(name="Ops daemon in the store", message=error)
+        return
+    art = release.artifact(name="ops daemon wheels", root=OPS_ROOT, release=ops_release, manifest=manifest,
+                           source=f"{store}/{wheelhouse.NAME}/{ops_release}/", compressed=manifest.compressed,
+                           unpack=True)
+    switch = release.switch(name="Switch ops daemon", root=OPS_ROOT, release=ops_release)
+    venv = daemon.installed(name="ops daemon venv", venv=OPS_VENV, wheels=f"{OPS_ROOT}/current/wheels",
+                            version=version)
+    policy = files.template(
+        name="ops policy", src=str(TEMPLATES / "ops-policy.yaml.j2"), dest="/etc/tierfleet-ops/policy.yaml",
+        mode="644", create_remote_dir=True,
+        ops_host_kind=profile.platform, ops_runtime_port=settings.runtime_port, ops_runtime_unit=UNIT,
+        ops_reserve_cores=reserve,
+    )
+    unit = files.template(
+        name="ops daemon unit", src=str(TEMPLATES / "tierfleet-ops.service.j2"),
+        dest="/etc/systemd/system/tierfleet-ops.service", mode="644",
+        ops_venv=OPS_VENV, ops_socket_group=SERVICE_USER, ops_runtime_unit=UNIT,
+    )
+    systemd.daemon_reload(name="Reload units (ops)", _if=unit.did_change)
+    restart = lambda: any(op.did_change() for op in (art, switch, venv, unit))  # noqa: E731
+    systemd.service(name="ops daemon restarted", service="tierfleet-ops.service", running=True, enabled=True,
+                    restarted=True, _if=restart)
+    systemd.service(name="ops daemon running", service="tierfleet-ops.service", running=True, enabled=True)
+    systemd.service(name="ops daemon reloads its policy", service="tierfleet-ops.service", reloaded=True,
+                    _if=lambda: policy.did_change() and not restart())
