@@ -43,6 +43,11 @@ class HostSettings(pydantic.BaseModel):
         default="0.3.36", pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$",
         description="llama-server build (llama-cpp-python version); the store entry is <version>+<variant>",
     )
+    runtime_variant: str | None = pydantic.Field(
+        default=None, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$",
+        description="llama-server build variant in the store (default: chosen from the host's platform, "
+        "architecture and CPU flags, see tierfleet.deploys.tier.runtime_variant)",
+    )
     runtime_port: int = pydantic.Field(default=8080, ge=1024, le=65535, description="llama-server port on 127.0.0.1")
     keep_releases: int = pydantic.Field(default=3, ge=2, le=20, description="releases kept per artifact (>= 2 for rollback)")
     health_timeout: int = pydantic.Field(default=120, ge=5, le=3600, description="seconds the health gate waits")

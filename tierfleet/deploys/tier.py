@@ -38,8 +38,29 @@ UNIT = "llama-server.service"
 
 
 def runtime_variant(profile) -> str:
-    """The llama-server build a host runs: the portable CPU build of its architecture (GPU builds: later)."""
+    """The llama-server build a host runs, as named in the artifact store.
+
+    - GPU node: ``linux-<arch>-cuda``; Jetson: ``linux-aarch64-cuda-l4t<major>`` (built against that L4T's CUDA)
+    - CPU: ``linux-x86_64-cpu-v3`` (AVX2/FMA and up), ``linux-x86_64-cpu`` (older x86), ``linux-aarch64-cpu``
+
+    >>> from types import SimpleNamespace as P
+    >>> runtime_variant(P(platform="cpu", arch="x86_64", cpu_variant="avx512", jetson=None))
+    'linux-x86_64-cpu-v3'
+    >>> runtime_variant(P(platform="cpu", arch="x86_64", cpu_variant="generic", jetson=None))
+    'linux-x86_64-cpu'
+    >>> runtime_variant(P(platform="jetson", arch="aarch64", cpu_variant="neon", jetson={"l4t": "36.4.3"}))
+    'linux-aarch64-cuda-l4t36'
+    >>> runtime_variant(P(platform="gpu", arch="x86_64", cpu_variant="avx2", jetson=None))
+    'linux-x86_64-cuda'
+    """
     machine = profile.arch or "x86_64"
+    if profile.platform == "jetson":
+        major = ((profile.jetson or {}).get("l4t") or "0").split(".")[0]
+        return f"linux-{machine}-cuda-l4t{major}"
+    if profile.platform == "gpu":
+        return f"linux-{machine}-cuda"
+    if machine == "x86_64" and profile.cpu_variant not in ("avx2", "avx512"):
+        return "linux-x86_64-cpu"
     return variant_name(machine)
 
 
@@ -80,7 +101,7 @@ def tier(name: str | None = None) -> None:
         stack.jetson_stack(settings, profile)
 
     store = settings.artifact_store.rstrip("/")
-    runtime_release = f"{settings.runtime_version}+{runtime_variant(profile)}"
+    runtime_release = f"{settings.runtime_version}+{settings.runtime_variant or runtime_variant(profile)}"
     model_name = f"{model.name}-{model.quant}"
     runtime_manifest, runtime_error = _manifest(manifest_url(store, "llama-server", runtime_release), "runtime")
     model_manifest, model_error = _manifest(manifest_url(store, model_name, settings.model_version), "model")
