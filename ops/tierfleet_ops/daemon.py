@@ -165,6 +165,8 @@ class Daemon:
         out: dict[str, Knob] = {}
         for b in self.backends:
             out.update(b.knobs())
+        if self.policy.pinning["move_os_slices"] or any(n.startswith("systemd.") for n in self.state.originals):
+            out.update(self.slices.knobs())
         return out
 
     def plan(self, profile: str) -> tuple[list[Any], list[Skipped]]:
@@ -221,10 +223,12 @@ class Daemon:
         log.info("placement", extra={"fields": self.placement.as_dict() | {"warnings": len(self.placement.warnings)}})
         self._next_pin = 0.0
         if pin["move_os_slices"] and self.placement.os_side:
-            try:
-                self.slices.apply(self.placement.os_side)
-            except OpsError as exc:
-                log.warning("cannot move system.slice: %s", exc)
+            changes = self.slices.changes(self.placement.os_side)
+            if not changes:
+                log.warning("move_os_slices: cgroup v2 with cpuset, or systemctl, not available here")
+            for o in self.applier.apply(changes):
+                if o.status not in ("changed", "unchanged"):
+                    log.warning("%s: %s %s", o.name, o.status, o.note)
 
     def pin_now(self) -> PinReport:
         if not (self.policy.pinning["enabled"] and self.placement and self.placement.inference):
@@ -347,14 +351,13 @@ class Daemon:
                     out: list[Any] = []
                     for b in self.backends:
                         out.extend(b.order([c for c in changes if order_by.get(c.knob.name) is b]))
-                    return out
+                    return out + [c for c in changes if c.knob.name not in order_by]  # systemd slices
 
                 outcomes = self.applier.restore(knobs, order=order)
                 log.info("restored originals", extra={"fields": {
                     "restored": sum(o.status == "changed" for o in outcomes),
                     "failed": sum(o.status in ("failed", "verify-failed") for o in outcomes)}})
             self.pinner.unpin()
-            self.slices.undo()
             for b in self.backends:
                 b.close()
         return outcomes

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import CommandError, UnavailableError
+from .knobs import Change, Knob
 from .runner import Runner
 from .state import StateStore
 from .sysfs import format_cpulist, parse_cpulist
@@ -244,9 +245,13 @@ class Pinner:
 
 
 class SliceCpus:
-    """Move the OS side with ``systemctl set-property --runtime system.slice AllowedCPUs=...``.
+    """The OS side's CPUs as knobs: ``AllowedCPUs=`` of system.slice and user.slice.
 
-    Only where cgroup v2 with the cpuset controller is mounted; undone with an empty value.
+    Read with ``systemctl show --property=AllowedCPUs --value SLICE`` (empty: unrestricted),
+    written with ``systemctl set-property --runtime SLICE AllowedCPUs=LIST`` (an empty value
+    lifts the limit). Only where cgroup v2 with the cpuset controller is mounted. As knobs they
+    go through the same save -> apply -> verify -> restore path, so the original survives a
+    SIGKILL of the daemon in the state file.
     """
 
     def __init__(self, runner: Runner, cgroup_root: str = "/sys/fs/cgroup", slices: tuple[str, ...] =
@@ -254,7 +259,6 @@ class SliceCpus:
         self.runner = runner
         self.cgroup_root = Path(cgroup_root)
         self.slices = slices
-        self.applied = False
 
     def available(self) -> bool:
         try:
@@ -263,24 +267,29 @@ class SliceCpus:
             return False
         return "cpuset" in ctl and self.runner.which("systemctl") is not None
 
-    def apply(self, cpus: list[int]) -> None:
-        if not self.available():
-            raise UnavailableError("cgroup v2 cpuset or systemctl not available")
-        for s in self.slices:
-            argv = ["systemctl", "set-property", "--runtime", s, f"AllowedCPUs={format_cpulist(cpus)}"]
-            log.info("run %s", shlex.join(argv))
-            self.runner.run(argv)
-        self.applied = True
+    def _read(self, unit: str) -> str | None:
+        try:
+            return self.runner.run(["systemctl", "show", "--property=AllowedCPUs", "--value", unit]).strip()
+        except (CommandError, UnavailableError):
+            return None
 
-    def undo(self) -> None:
-        if not self.applied:
-            return
-        for s in self.slices:
-            try:
-                self.runner.run(["systemctl", "set-property", "--runtime", s, "AllowedCPUs="])
-            except (CommandError, UnavailableError) as exc:
-                log.warning("undo AllowedCPUs on %s: %s", s, exc)
-        self.applied = False
+    def _write(self, unit: str, cpus: str) -> None:
+        argv = ["systemctl", "set-property", "--runtime", unit, f"AllowedCPUs={cpus}"]
+        log.info("run %s", shlex.join(argv))
+        self.runner.run(argv)
+
+    def knobs(self) -> dict[str, Knob]:
+        """One knob per slice (empty when cgroup v2 cpuset or systemctl is missing)."""
+        if not self.available():
+            return {}
+        return {f"systemd.{s}.AllowedCPUs": Knob(f"systemd.{s}.AllowedCPUs", "systemd", f"{s} AllowedCPUs",
+                                                 read=lambda s=s: self._read(s),
+                                                 write=lambda v, s=s: self._write(s, v),
+                                                 equal=lambda want, have: parse_cpulist(want) == parse_cpulist(have))
+                for s in self.slices}
+
+    def changes(self, cpus: list[int]) -> list[Change]:
+        return [Change(k, format_cpulist(cpus)) for k in self.knobs().values()]
 
 
 _UNIT_RE = re.compile(r"^[A-Za-z0-9:_.@-]+$")
