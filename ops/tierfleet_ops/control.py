@@ -69,12 +69,17 @@ class _Handler(socketserver.StreamRequestHandler):
         except ValueError:
             resp: dict[str, Any] = {"ok": False, "error": "request is not JSON"}
         else:
-            resp = handle_request(self.server.daemon, req)  # type: ignore[attr-defined]
+            try:
+                resp = handle_request(self.server.daemon, req)  # type: ignore[attr-defined]
+            except Exception as exc:  # noqa: BLE001 - answer the client, log the bug
+                log.exception("control request %r failed", req)
+                resp = {"ok": False, "error": f"internal error: {exc}"}
         self.wfile.write(json.dumps(resp, default=str).encode() + b"\n")
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    request_queue_size = 32
 
 
 class ControlServer:
