@@ -204,3 +204,17 @@ def test_bad_policy_at_start_is_fatal_with_file_and_key(tmp_path):
     p.write_text("profiles: {eco: {cpufreq: {governor: warp}}}\n")
     with pytest.raises(ConfigError, match=r"p.yaml: profiles.eco.cpufreq.governor: 'warp'"):
         Daemon(DaemonConfig(policy_path=str(p), state_path=None, socket_path=None, metrics_port=None))
+
+
+def test_runtime_gone_means_idle_profile(host):
+    d, llama, fake, root, _ = host
+    llama.processing = 4
+    for t in (0.0, 1.0, 2.0):
+        d.tick(t)
+    assert d.selector.current == "performance"
+    llama.server.shutdown()
+    llama.server.server_close()
+    for t in (3.0, 4.0, 5.0):
+        d.tick(t)
+    assert d.status()["signals"]["model_loaded"] is False
+    assert d.selector.current == "eco" and d.selector.reason == "no model loaded"
