@@ -19,7 +19,7 @@ from typing import Any
 
 from .apply import Applier
 from .backends.base import Backend, HostContext, detect_backends
-from .errors import ConfigError, OpsError
+from .errors import ConfigError, ControlError, OpsError
 from .knobs import Knob, Outcome, Skipped
 from .notify import notify, watchdog_interval_s
 from .pinning import Pinner, PinReport, Procfs, RuntimeMatch, SliceCpus
@@ -71,6 +71,8 @@ class DaemonConfig:
 
 
 class Daemon:
+    """The control loop and its state; :meth:`run` is the process's main function."""
+
     def __init__(self, cfg: DaemonConfig) -> None:
         self.cfg = cfg
         self.lock = threading.RLock()
@@ -119,6 +121,13 @@ class Daemon:
                             name=r.get("name"))
 
     def start(self) -> None:
+        """Take the control socket (fails if another daemon answers on it, before anything is
+        changed), choose backends, apply the default profile, serve metrics, notify systemd."""
+        if self.cfg.socket_path:
+            from .control import ControlServer
+
+            self.server = ControlServer(self, self.cfg.socket_path, self.cfg.socket_group)
+            self.server.start()
         self.backends = detect_backends(self.cfg.ctx, self.cfg.backends)
         names = list(self.state.originals)
         for b in self.backends:
@@ -133,15 +142,13 @@ class Daemon:
             self.apply_profile(self.selector.current, reason="start")
             self.update_placement(force=True)
             self.refresh_knob_availability()
-        if self.cfg.socket_path:
-            from .control import ControlServer
-
-            self.server = ControlServer(self, self.cfg.socket_path, self.cfg.socket_group)
-            self.server.start()
         if self.cfg.metrics_port is not None:
             from .metrics import start_metrics
 
-            self.metrics_server = start_metrics(self, self.cfg.metrics_addr, self.cfg.metrics_port)
+            try:
+                self.metrics_server = start_metrics(self, self.cfg.metrics_addr, self.cfg.metrics_port)
+            except OSError as exc:  # port taken: run without metrics rather than not at all
+                log.error("metrics on %s:%d: %s", self.cfg.metrics_addr, self.cfg.metrics_port, exc)
         notify(f"READY=1\nSTATUS=profile {self.selector.current}, policy {self.policy.hash}")
         log.info("started", extra={"fields": {"profile": self.selector.current, "policy": self.policy.hash,
                                               "backends": ",".join(b.name for b in self.backends)}})
@@ -316,7 +323,13 @@ class Daemon:
         signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
         signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
         signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
-        self.start()
+        try:
+            self.start()
+        except ControlError:
+            raise  # another daemon owns the socket (and the state): change nothing
+        except BaseException:
+            self.stop()
+            raise
         try:
             while not self.stop_event.is_set():
                 t0 = time.monotonic()

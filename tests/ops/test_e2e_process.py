@@ -22,6 +22,7 @@ from . import machines
 POLICY = textwrap.dedent("""\
     version: 1
     tick_s: 0.2
+    reapply_s: 3600          # no drift correction during the test: it changes files by hand
     default_profile: eco
     profiles:
       eco:
@@ -173,3 +174,19 @@ def test_daemon_process_lifecycle(env):
     assert masks(env["rt"].pid) == {frozenset(os.sched_getaffinity(0))}
     log = daemon2.stderr.read()
     assert "original value(s) recorded by an earlier run" in log
+
+
+def test_second_daemon_refuses_and_changes_nothing(env):
+    root, sock = env["root"], env["sock"]
+    first = env["start"]()
+    assert env["notify"].recv(4096).startswith(b"READY=1")
+    (env["root"] / "devices/system/cpu/cpufreq/policy1/scaling_max_freq").write_text("4000000\n")
+    second = env["start"]()
+    assert second.wait(timeout=60) == 4
+    assert "another daemon is answering on this socket" in second.stderr.read()
+    # the second one neither applied nor restored anything
+    assert live(root, "scaling_max_freq", policy=1) == "4000000"
+    assert request(sock, {"cmd": "status"})["profile"] == "eco"
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=30) == 0
+    assert live(root, "scaling_max_freq", policy=1) == "4800000"
