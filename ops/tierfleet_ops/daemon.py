@@ -102,7 +102,7 @@ class Daemon:
         self.other_managers: list[str] = []
         self.knob_available: dict[str, bool] = {}
         self._next_pin = 0.0
-        self._next_reapply = 0.0
+        self._next_reapply: float | None = None
         self._next_watchdog = 0.0
         self.server: Any = None
         self.metrics_server: Any = None
@@ -142,6 +142,7 @@ class Daemon:
             self.apply_profile(self.selector.current, reason="start")
             self.update_placement(force=True)
             self.refresh_knob_availability()
+            self._next_reapply = None  # first re-verify one period after the first tick
         if self.cfg.metrics_port is not None:
             from .metrics import start_metrics
 
@@ -265,6 +266,8 @@ class Daemon:
             if new:
                 log.info("switching to %s", new, extra={"fields": {"reason": self.selector.reason}})
                 self.apply_profile(new, self.selector.reason)
+                self._next_reapply = now + self.policy.top["reapply_s"]
+            if self._next_reapply is None:
                 self._next_reapply = now + self.policy.top["reapply_s"]
             if now >= self._next_reapply:
                 self._next_reapply = now + self.policy.top["reapply_s"]

@@ -119,7 +119,7 @@ def test_queue_load_switches_with_dwell_and_comes_back(host):
 
 def test_driver_reload_is_detected_and_settings_reapplied(host):
     d, llama, fake, root, _ = host
-    d.tick(1.0)  # first re-verify pass records the energy counter
+    d.tick(1.0)  # schedules the first re-verify pass at 11.0
     fake.clock.t += 5.0
     fake.driver_reload()
     assert fake.power_limit_mW == 700000 and fake.locked is None
