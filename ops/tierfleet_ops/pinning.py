@@ -199,11 +199,15 @@ class Pinner:
         self._reported: dict[int, int] = {}
 
     def pin(self, cpus: list[int]) -> PinReport:
-        """One pass: pin any thread whose mask is not ``cpus``."""
+        """One pass: pin any thread whose mask is not ``cpus``.
+
+        Original masks are written to the state file before the threads are changed.
+        """
         want = set(cpus)
         rep = PinReport()
         if not want:
             return rep
+        todo: list[tuple[int, int, set[int]]] = []
         for pid in find_runtime(self.match, self.procfs):
             rep.pids.append(pid)
             configured = parse_thread_count(self.procfs.argv(pid), self.procfs.environ(pid))
@@ -212,16 +216,21 @@ class Pinner:
             for tid in self.procfs.tids(pid):
                 try:
                     have = os.sched_getaffinity(tid)
-                    rep.threads += 1
-                    if have != want:
-                        self.state.record_pin(tid, format_cpulist(have))
-                        os.sched_setaffinity(tid, want)
-                        rep.newly_pinned += 1
-                except ProcessLookupError:
+                except OSError:
                     continue  # the thread ended meanwhile
-                except OSError as exc:
-                    rep.failed += 1
-                    log.warning("pin thread %d of %d: %s", tid, pid, exc)
+                rep.threads += 1
+                if have != want:
+                    todo.append((pid, tid, have))
+        self.state.record_pins({tid: format_cpulist(have) for _, tid, have in todo})
+        for pid, tid, _ in todo:
+            try:
+                os.sched_setaffinity(tid, want)
+                rep.newly_pinned += 1
+            except ProcessLookupError:
+                continue
+            except OSError as exc:
+                rep.failed += 1
+                log.warning("pin thread %d of %d: %s", tid, pid, exc)
         self.pinned_total += rep.newly_pinned
         for pid, n in rep.thread_mismatch.items():
             if self._reported.get(pid) != n:  # once per process and count, not every pass
