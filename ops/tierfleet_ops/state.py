@@ -42,7 +42,7 @@ class StateStore:
         self.originals.clear()
         self._save()
 
-    def record_pins(self, masks: "dict[int, str]") -> None:
+    def record_pins(self, masks: dict[int, str]) -> None:
         """Record original masks of threads not seen before (one write for the whole batch)."""
         new = {t: m for t, m in masks.items() if t not in self.pins}
         if new:
