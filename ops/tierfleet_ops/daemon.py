@@ -68,6 +68,8 @@ class DaemonConfig:
     cgroup_root: str = "/sys/fs/cgroup"
     #: CPUs placement may use; None: this process's affinity (``os.sched_getaffinity(0)``)
     allowed_cpus: set[int] | None = None
+    #: observe only: log what would be set and pinned, change nothing, restore nothing
+    dry_run: bool = False
 
 
 class Daemon:
@@ -191,8 +193,14 @@ class Daemon:
     def apply_profile(self, profile: str, reason: str, dry_run: bool = False) -> list[Outcome]:
         """Apply ``profile`` (or with ``dry_run`` only report the diff)."""
         changes, skipped = self.plan(profile)
-        outcomes = self.applier.apply(changes, dry_run=dry_run)
-        if not dry_run:
+        outcomes = self.applier.apply(changes, dry_run=dry_run or self.cfg.dry_run)
+        if self.cfg.dry_run and not dry_run:
+            self.last_outcomes, self.last_skipped = outcomes, skipped
+            for o in outcomes:
+                if o.status == "would-change":
+                    log.info("dry run: would set %s: %s -> %s", o.name, o.before, o.want,
+                             extra={"fields": {"profile": profile, "reason": reason}})
+        elif not dry_run:
             self.last_outcomes, self.last_skipped = outcomes, skipped
             for b in self.backends:
                 b.after_apply(outcomes)
@@ -230,7 +238,7 @@ class Daemon:
             log.warning("placement: %s", w)
         log.info("placement", extra={"fields": self.placement.as_dict() | {"warnings": len(self.placement.warnings)}})
         self._next_pin = 0.0
-        if pin["move_os_slices"] and self.placement.os_side:
+        if pin["move_os_slices"] and self.placement.os_side and not self.cfg.dry_run:
             changes = self.slices.changes(self.placement.os_side)
             if not changes:
                 log.warning("move_os_slices: cgroup v2 with cpuset, or systemctl, not available here")
@@ -241,7 +249,7 @@ class Daemon:
     def pin_now(self) -> PinReport:
         if not (self.policy.pinning["enabled"] and self.placement and self.placement.inference):
             return self.last_pin
-        rep = self.pinner.pin(self.placement.inference)
+        rep = self.pinner.pin(self.placement.inference, dry_run=self.cfg.dry_run)
         self.last_pin = rep
         return rep
 
@@ -284,6 +292,8 @@ class Daemon:
 
     def reapply(self) -> None:
         """Re-verify the live profile; re-apply what drifted (a driver reload, another tool)."""
+        if self.cfg.dry_run:
+            return
         for b in self.backends:
             check = getattr(b, "check", None)
             if check and check():
@@ -356,7 +366,7 @@ class Daemon:
             self.metrics_server.shutdown()
             self.metrics_server.server_close()
         with self.lock:
-            if self.policy.top["on_stop"] == "restore":
+            if self.policy.top["on_stop"] == "restore" and not self.cfg.dry_run:
                 order_by = {}
                 for b in self.backends:
                     for name in b.knobs():
@@ -373,7 +383,8 @@ class Daemon:
                 log.info("restored originals", extra={"fields": {
                     "restored": sum(o.status == "changed" for o in outcomes),
                     "failed": sum(o.status in ("failed", "verify-failed") for o in outcomes)}})
-            self.pinner.unpin()
+            if not self.cfg.dry_run:
+                self.pinner.unpin()
             for b in self.backends:
                 b.close()
         return outcomes

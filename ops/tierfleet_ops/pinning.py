@@ -198,8 +198,8 @@ class Pinner:
         self.pinned_total = 0
         self._reported: dict[int, int] = {}
 
-    def pin(self, cpus: list[int]) -> PinReport:
-        """One pass: pin any thread whose mask is not ``cpus``.
+    def pin(self, cpus: list[int], dry_run: bool = False) -> PinReport:
+        """One pass: pin any thread whose mask is not ``cpus`` (``dry_run``: only count them).
 
         Original masks are written to the state file before the threads are changed.
         """
@@ -221,6 +221,9 @@ class Pinner:
                 rep.threads += 1
                 if have != want:
                     todo.append((pid, tid, have))
+        if dry_run:
+            rep.newly_pinned = len(todo)  # would be pinned
+            todo = []
         self.state.record_pins({tid: format_cpulist(have) for _, tid, have in todo})
         for pid, tid, _ in todo:
             try:
@@ -231,7 +234,7 @@ class Pinner:
             except OSError as exc:
                 rep.failed += 1
                 log.warning("pin thread %d of %d: %s", tid, pid, exc)
-        self.pinned_total += rep.newly_pinned
+        self.pinned_total += 0 if dry_run else rep.newly_pinned
         for pid, n in rep.thread_mismatch.items():
             if self._reported.get(pid) != n:  # once per process and count, not every pass
                 log.warning("runtime pid %d runs %d threads but has %d inference CPUs (%s)",

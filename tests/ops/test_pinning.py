@@ -240,3 +240,15 @@ def test_a_second_daemon_does_not_steal_a_live_socket(tmp_path):
     second = ControlServer(object(), path)
     second.start()
     second.stop()
+
+
+@needs_two_cpus
+def test_dry_run_pinning_counts_and_changes_nothing(runtime, tmp_path):
+    proc = runtime(2)
+    pidfile = tmp_path / "rt.pid"
+    pidfile.write_text(f"{proc.pid}\n")
+    before = masks(proc.pid)
+    pinner = Pinner(RuntimeMatch(pidfile=str(pidfile)))
+    rep = pinner.pin(sorted(os.sched_getaffinity(0))[-1:], dry_run=True)
+    assert (rep.threads, rep.newly_pinned) == (3, 3)
+    assert masks(proc.pid) == before and pinner.state.pins == {} and pinner.pinned_total == 0
