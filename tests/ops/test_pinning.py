@@ -252,3 +252,23 @@ def test_dry_run_pinning_counts_and_changes_nothing(runtime, tmp_path):
     rep = pinner.pin(sorted(os.sched_getaffinity(0))[-1:], dry_run=True)
     assert (rep.threads, rep.newly_pinned) == (3, 3)
     assert masks(proc.pid) == before and pinner.state.pins == {} and pinner.pinned_total == 0
+
+
+def test_control_socket_is_0660_and_group_owned(tmp_path):
+    import grp
+    import stat
+
+    from tierfleet_ops.control import ControlServer
+
+    group = next((g for g in ("nogroup", "daemon", "users") if g in {e.gr_name for e in grp.getgrall()}), None)
+    if group is None or os.geteuid() != 0:
+        pytest.skip("needs root and a spare system group")
+    srv = ControlServer(object(), str(tmp_path / "ops.sock"), group)
+    srv.start()
+    try:
+        st = os.stat(tmp_path / "ops.sock")
+        assert stat.S_IMODE(st.st_mode) == 0o660
+        assert st.st_gid == grp.getgrnam(group).gr_gid
+    finally:
+        srv.stop()
+    assert not (tmp_path / "ops.sock").exists()
