@@ -106,6 +106,7 @@ class Daemon:
         self._next_pin = 0.0
         self._next_reapply: float | None = None
         self._next_watchdog = 0.0
+        self._last_now: float | None = None
         self.server: Any = None
         self.metrics_server: Any = None
 
@@ -259,6 +260,7 @@ class Daemon:
         now = time.monotonic() if now is None else now
         with self.lock:
             self.ticks += 1
+            self._last_now = now
             if self.reload_requested.is_set() or self._mtime() != self.policy_mtime:
                 self.reload_requested.clear()
                 self.reload()
@@ -422,6 +424,7 @@ class Daemon:
                                   f"{profile!r} is not a profile; allowed: {', '.join(sorted(self.policy.profiles))}")
             self.selector.hold(profile)
             if profile and profile != self.selector.current:
-                new = self.selector.step(time.monotonic(), None)
+                t = self._last_now if self._last_now is not None else time.monotonic()
+                new = self.selector.step(t, None)
                 if new:
                     self.apply_profile(new, "held")
