@@ -70,10 +70,11 @@ def make_cli() -> click.Group:
     @click.option("--metrics-port", type=int, default=9464, show_default=True, help="0 disables metrics")
     @click.option("--log-level", default="info", show_default=True,
                   type=click.Choice(["debug", "info", "warning", "error"]))
+    @click.option("--dry-run", is_flag=True, help="observe only: log what would be set and pinned, change nothing")
     @hardware_options
     def run(policy_path: str, state_path: str, socket_path: str, socket_group: str | None, metrics_port: int,
-            log_level: str, sysfs_root: str, proc_root: str, runner_path: str | None, fake_nvml: str | None,
-            backends: tuple[str, ...]) -> None:
+            log_level: str, dry_run: bool, sysfs_root: str, proc_root: str, runner_path: str | None,
+            fake_nvml: str | None, backends: tuple[str, ...]) -> None:
         """Run the daemon (systemd: Type=notify)."""
         import os
 
@@ -86,7 +87,7 @@ def make_cli() -> click.Group:
                            socket_group=socket_group, metrics_port=metrics_port or None,
                            backends=list(backends) or None,
                            ctx=host_context(sysfs_root, runner_path, fake_nvml, os.path.dirname(state_path)),
-                           procfs=Procfs(proc_root))
+                           procfs=Procfs(proc_root), dry_run=dry_run)
         Daemon(cfg).run()
 
     @cli.command()

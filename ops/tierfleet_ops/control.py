@@ -69,12 +69,17 @@ class _Handler(socketserver.StreamRequestHandler):
         except ValueError:
             resp: dict[str, Any] = {"ok": False, "error": "request is not JSON"}
         else:
-            resp = handle_request(self.server.daemon, req)  # type: ignore[attr-defined]
+            try:
+                resp = handle_request(self.server.daemon, req)  # type: ignore[attr-defined]
+            except Exception as exc:  # noqa: BLE001 - answer the client, log the bug
+                log.exception("control request %r failed", req)
+                resp = {"ok": False, "error": f"internal error: {exc}"}
         self.wfile.write(json.dumps(resp, default=str).encode() + b"\n")
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    request_queue_size = 32
 
 
 class ControlServer:
@@ -90,7 +95,15 @@ class ControlServer:
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.is_socket():
-            self.path.unlink()
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(str(self.path))
+            except OSError:
+                self.path.unlink()  # left behind by a daemon that was killed
+            else:
+                raise ControlError(f"{self.path}: another daemon is answering on this socket")
+            finally:
+                probe.close()
         old = os.umask(0o117)  # the socket is born 0660
         try:
             srv = _Server(str(self.path), _Handler)
@@ -100,7 +113,7 @@ class ControlServer:
         os.chmod(self.path, 0o660)
         if self.group:
             try:
-                os.chown(self.path, 0, grp.getgrnam(self.group).gr_gid)
+                os.chown(self.path, -1, grp.getgrnam(self.group).gr_gid)
             except (KeyError, PermissionError) as exc:
                 log.warning("control socket: cannot give it to group %s: %s", self.group, exc)
         self._srv = srv

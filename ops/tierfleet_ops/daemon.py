@@ -19,7 +19,7 @@ from typing import Any
 
 from .apply import Applier
 from .backends.base import Backend, HostContext, detect_backends
-from .errors import ConfigError, OpsError
+from .errors import ConfigError, ControlError, OpsError
 from .knobs import Knob, Outcome, Skipped
 from .notify import notify, watchdog_interval_s
 from .pinning import Pinner, PinReport, Procfs, RuntimeMatch, SliceCpus
@@ -68,9 +68,13 @@ class DaemonConfig:
     cgroup_root: str = "/sys/fs/cgroup"
     #: CPUs placement may use; None: this process's affinity (``os.sched_getaffinity(0)``)
     allowed_cpus: set[int] | None = None
+    #: observe only: log what would be set and pinned, change nothing, restore nothing
+    dry_run: bool = False
 
 
 class Daemon:
+    """The control loop and its state; :meth:`run` is the process's main function."""
+
     def __init__(self, cfg: DaemonConfig) -> None:
         self.cfg = cfg
         self.lock = threading.RLock()
@@ -100,8 +104,9 @@ class Daemon:
         self.other_managers: list[str] = []
         self.knob_available: dict[str, bool] = {}
         self._next_pin = 0.0
-        self._next_reapply = 0.0
+        self._next_reapply: float | None = None
         self._next_watchdog = 0.0
+        self._last_now: float | None = None
         self.server: Any = None
         self.metrics_server: Any = None
 
@@ -119,6 +124,13 @@ class Daemon:
                             name=r.get("name"))
 
     def start(self) -> None:
+        """Take the control socket (fails if another daemon answers on it, before anything is
+        changed), choose backends, apply the default profile, serve metrics, notify systemd."""
+        if self.cfg.socket_path:
+            from .control import ControlServer
+
+            self.server = ControlServer(self, self.cfg.socket_path, self.cfg.socket_group)
+            self.server.start()
         self.backends = detect_backends(self.cfg.ctx, self.cfg.backends)
         names = list(self.state.originals)
         for b in self.backends:
@@ -133,15 +145,14 @@ class Daemon:
             self.apply_profile(self.selector.current, reason="start")
             self.update_placement(force=True)
             self.refresh_knob_availability()
-        if self.cfg.socket_path:
-            from .control import ControlServer
-
-            self.server = ControlServer(self, self.cfg.socket_path, self.cfg.socket_group)
-            self.server.start()
+            self._next_reapply = None  # first re-verify one period after the first tick
         if self.cfg.metrics_port is not None:
             from .metrics import start_metrics
 
-            self.metrics_server = start_metrics(self, self.cfg.metrics_addr, self.cfg.metrics_port)
+            try:
+                self.metrics_server = start_metrics(self, self.cfg.metrics_addr, self.cfg.metrics_port)
+            except OSError as exc:  # port taken: run without metrics rather than not at all
+                log.error("metrics on %s:%d: %s", self.cfg.metrics_addr, self.cfg.metrics_port, exc)
         notify(f"READY=1\nSTATUS=profile {self.selector.current}, policy {self.policy.hash}")
         log.info("started", extra={"fields": {"profile": self.selector.current, "policy": self.policy.hash,
                                               "backends": ",".join(b.name for b in self.backends)}})
@@ -165,6 +176,8 @@ class Daemon:
         out: dict[str, Knob] = {}
         for b in self.backends:
             out.update(b.knobs())
+        if self.policy.pinning["move_os_slices"] or any(n.startswith("systemd.") for n in self.state.originals):
+            out.update(self.slices.knobs())
         return out
 
     def plan(self, profile: str) -> tuple[list[Any], list[Skipped]]:
@@ -181,8 +194,14 @@ class Daemon:
     def apply_profile(self, profile: str, reason: str, dry_run: bool = False) -> list[Outcome]:
         """Apply ``profile`` (or with ``dry_run`` only report the diff)."""
         changes, skipped = self.plan(profile)
-        outcomes = self.applier.apply(changes, dry_run=dry_run)
-        if not dry_run:
+        outcomes = self.applier.apply(changes, dry_run=dry_run or self.cfg.dry_run)
+        if self.cfg.dry_run and not dry_run:
+            self.last_outcomes, self.last_skipped = outcomes, skipped
+            for o in outcomes:
+                if o.status == "would-change":
+                    log.info("dry run: would set %s: %s -> %s", o.name, o.before, o.want,
+                             extra={"fields": {"profile": profile, "reason": reason}})
+        elif not dry_run:
             self.last_outcomes, self.last_skipped = outcomes, skipped
             for b in self.backends:
                 b.after_apply(outcomes)
@@ -220,16 +239,18 @@ class Daemon:
             log.warning("placement: %s", w)
         log.info("placement", extra={"fields": self.placement.as_dict() | {"warnings": len(self.placement.warnings)}})
         self._next_pin = 0.0
-        if pin["move_os_slices"] and self.placement.os_side:
-            try:
-                self.slices.apply(self.placement.os_side)
-            except OpsError as exc:
-                log.warning("cannot move system.slice: %s", exc)
+        if pin["move_os_slices"] and self.placement.os_side and not self.cfg.dry_run:
+            changes = self.slices.changes(self.placement.os_side)
+            if not changes:
+                log.warning("move_os_slices: cgroup v2 with cpuset, or systemctl, not available here")
+            for o in self.applier.apply(changes):
+                if o.status not in ("changed", "unchanged"):
+                    log.warning("%s: %s %s", o.name, o.status, o.note)
 
     def pin_now(self) -> PinReport:
         if not (self.policy.pinning["enabled"] and self.placement and self.placement.inference):
             return self.last_pin
-        rep = self.pinner.pin(self.placement.inference)
+        rep = self.pinner.pin(self.placement.inference, dry_run=self.cfg.dry_run)
         self.last_pin = rep
         return rep
 
@@ -239,6 +260,7 @@ class Daemon:
         now = time.monotonic() if now is None else now
         with self.lock:
             self.ticks += 1
+            self._last_now = now
             if self.reload_requested.is_set() or self._mtime() != self.policy_mtime:
                 self.reload_requested.clear()
                 self.reload()
@@ -255,6 +277,8 @@ class Daemon:
                 log.info("switching to %s", new, extra={"fields": {"reason": self.selector.reason}})
                 self.apply_profile(new, self.selector.reason)
                 self._next_reapply = now + self.policy.top["reapply_s"]
+            if self._next_reapply is None:
+                self._next_reapply = now + self.policy.top["reapply_s"]
             if now >= self._next_reapply:
                 self._next_reapply = now + self.policy.top["reapply_s"]
                 self.reapply()
@@ -270,6 +294,8 @@ class Daemon:
 
     def reapply(self) -> None:
         """Re-verify the live profile; re-apply what drifted (a driver reload, another tool)."""
+        if self.cfg.dry_run:
+            return
         for b in self.backends:
             check = getattr(b, "check", None)
             if check and check():
@@ -312,7 +338,13 @@ class Daemon:
         signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
         signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
         signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
-        self.start()
+        try:
+            self.start()
+        except ControlError:
+            raise  # another daemon owns the socket (and the state): change nothing
+        except BaseException:
+            self.stop()
+            raise
         try:
             while not self.stop_event.is_set():
                 t0 = time.monotonic()
@@ -336,7 +368,7 @@ class Daemon:
             self.metrics_server.shutdown()
             self.metrics_server.server_close()
         with self.lock:
-            if self.policy.top["on_stop"] == "restore":
+            if self.policy.top["on_stop"] == "restore" and not self.cfg.dry_run:
                 order_by = {}
                 for b in self.backends:
                     for name in b.knobs():
@@ -347,14 +379,14 @@ class Daemon:
                     out: list[Any] = []
                     for b in self.backends:
                         out.extend(b.order([c for c in changes if order_by.get(c.knob.name) is b]))
-                    return out
+                    return out + [c for c in changes if c.knob.name not in order_by]  # systemd slices
 
                 outcomes = self.applier.restore(knobs, order=order)
                 log.info("restored originals", extra={"fields": {
                     "restored": sum(o.status == "changed" for o in outcomes),
                     "failed": sum(o.status in ("failed", "verify-failed") for o in outcomes)}})
-            self.pinner.unpin()
-            self.slices.undo()
+            if not self.cfg.dry_run:
+                self.pinner.unpin()
             for b in self.backends:
                 b.close()
         return outcomes
@@ -392,6 +424,7 @@ class Daemon:
                                   f"{profile!r} is not a profile; allowed: {', '.join(sorted(self.policy.profiles))}")
             self.selector.hold(profile)
             if profile and profile != self.selector.current:
-                new = self.selector.step(time.monotonic(), None)
+                t = self._last_now if self._last_now is not None else time.monotonic()
+                new = self.selector.step(t, None)
                 if new:
                     self.apply_profile(new, "held")

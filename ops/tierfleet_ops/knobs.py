@@ -7,7 +7,7 @@ A knob whose file is missing, unreadable or not supported reads as ``None``: "un
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from collections.abc import Callable
 
 from .sysfs import Sysfs
@@ -83,4 +83,3 @@ class Skipped:
 
     name: str
     reason: str
-    extra: dict[str, str] = field(default_factory=dict)

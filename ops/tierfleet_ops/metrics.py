@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 P = "tierfleet_ops_"
 
 #: readings key -> (metric suffix, label) for power (W) and energy (J)
-POWER = {"gpu_power_w": "gpu", "board_power_w": "board"}
+POWER = {"gpu_power_w": "gpu", "board_power_w": "board", "cpu_power_w": "cpu_package"}
 ENERGY = {"gpu_energy_j": "gpu", "cpu_energy_j": "cpu_package", "board_energy_j": "board"}
 
 

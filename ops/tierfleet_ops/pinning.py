@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import CommandError, UnavailableError
+from .knobs import Change, Knob
 from .runner import Runner
 from .state import StateStore
 from .sysfs import format_cpulist, parse_cpulist
@@ -197,12 +198,16 @@ class Pinner:
         self.pinned_total = 0
         self._reported: dict[int, int] = {}
 
-    def pin(self, cpus: list[int]) -> PinReport:
-        """One pass: pin any thread whose mask is not ``cpus``."""
+    def pin(self, cpus: list[int], dry_run: bool = False) -> PinReport:
+        """One pass: pin any thread whose mask is not ``cpus`` (``dry_run``: only count them).
+
+        Original masks are written to the state file before the threads are changed.
+        """
         want = set(cpus)
         rep = PinReport()
         if not want:
             return rep
+        todo: list[tuple[int, int, set[int]]] = []
         for pid in find_runtime(self.match, self.procfs):
             rep.pids.append(pid)
             configured = parse_thread_count(self.procfs.argv(pid), self.procfs.environ(pid))
@@ -211,17 +216,25 @@ class Pinner:
             for tid in self.procfs.tids(pid):
                 try:
                     have = os.sched_getaffinity(tid)
-                    rep.threads += 1
-                    if have != want:
-                        self.state.record_pin(tid, format_cpulist(have))
-                        os.sched_setaffinity(tid, want)
-                        rep.newly_pinned += 1
-                except ProcessLookupError:
+                except OSError:
                     continue  # the thread ended meanwhile
-                except OSError as exc:
-                    rep.failed += 1
-                    log.warning("pin thread %d of %d: %s", tid, pid, exc)
-        self.pinned_total += rep.newly_pinned
+                rep.threads += 1
+                if have != want:
+                    todo.append((pid, tid, have))
+        if dry_run:
+            rep.newly_pinned = len(todo)  # would be pinned
+            todo = []
+        self.state.record_pins({tid: format_cpulist(have) for _, tid, have in todo})
+        for pid, tid, _ in todo:
+            try:
+                os.sched_setaffinity(tid, want)
+                rep.newly_pinned += 1
+            except ProcessLookupError:
+                continue
+            except OSError as exc:
+                rep.failed += 1
+                log.warning("pin thread %d of %d: %s", tid, pid, exc)
+        self.pinned_total += 0 if dry_run else rep.newly_pinned
         for pid, n in rep.thread_mismatch.items():
             if self._reported.get(pid) != n:  # once per process and count, not every pass
                 log.warning("runtime pid %d runs %d threads but has %d inference CPUs (%s)",
@@ -244,9 +257,13 @@ class Pinner:
 
 
 class SliceCpus:
-    """Move the OS side with ``systemctl set-property --runtime system.slice AllowedCPUs=...``.
+    """The OS side's CPUs as knobs: ``AllowedCPUs=`` of system.slice and user.slice.
 
-    Only where cgroup v2 with the cpuset controller is mounted; undone with an empty value.
+    Read with ``systemctl show --property=AllowedCPUs --value SLICE`` (empty: unrestricted),
+    written with ``systemctl set-property --runtime SLICE AllowedCPUs=LIST`` (an empty value
+    lifts the limit). Only where cgroup v2 with the cpuset controller is mounted. As knobs they
+    go through the same save -> apply -> verify -> restore path, so the original survives a
+    SIGKILL of the daemon in the state file.
     """
 
     def __init__(self, runner: Runner, cgroup_root: str = "/sys/fs/cgroup", slices: tuple[str, ...] =
@@ -254,7 +271,6 @@ class SliceCpus:
         self.runner = runner
         self.cgroup_root = Path(cgroup_root)
         self.slices = slices
-        self.applied = False
 
     def available(self) -> bool:
         try:
@@ -263,24 +279,29 @@ class SliceCpus:
             return False
         return "cpuset" in ctl and self.runner.which("systemctl") is not None
 
-    def apply(self, cpus: list[int]) -> None:
-        if not self.available():
-            raise UnavailableError("cgroup v2 cpuset or systemctl not available")
-        for s in self.slices:
-            argv = ["systemctl", "set-property", "--runtime", s, f"AllowedCPUs={format_cpulist(cpus)}"]
-            log.info("run %s", shlex.join(argv))
-            self.runner.run(argv)
-        self.applied = True
+    def _read(self, unit: str) -> str | None:
+        try:
+            return self.runner.run(["systemctl", "show", "--property=AllowedCPUs", "--value", unit]).strip()
+        except (CommandError, UnavailableError):
+            return None
 
-    def undo(self) -> None:
-        if not self.applied:
-            return
-        for s in self.slices:
-            try:
-                self.runner.run(["systemctl", "set-property", "--runtime", s, "AllowedCPUs="])
-            except (CommandError, UnavailableError) as exc:
-                log.warning("undo AllowedCPUs on %s: %s", s, exc)
-        self.applied = False
+    def _write(self, unit: str, cpus: str) -> None:
+        argv = ["systemctl", "set-property", "--runtime", unit, f"AllowedCPUs={cpus}"]
+        log.info("run %s", shlex.join(argv))
+        self.runner.run(argv)
+
+    def knobs(self) -> dict[str, Knob]:
+        """One knob per slice (empty when cgroup v2 cpuset or systemctl is missing)."""
+        if not self.available():
+            return {}
+        return {f"systemd.{s}.AllowedCPUs": Knob(f"systemd.{s}.AllowedCPUs", "systemd", f"{s} AllowedCPUs",
+                                                 read=lambda s=s: self._read(s),
+                                                 write=lambda v, s=s: self._write(s, v),
+                                                 equal=lambda want, have: parse_cpulist(want) == parse_cpulist(have))
+                for s in self.slices}
+
+    def changes(self, cpus: list[int]) -> list[Change]:
+        return [Change(k, format_cpulist(cpus)) for k in self.knobs().values()]
 
 
 _UNIT_RE = re.compile(r"^[A-Za-z0-9:_.@-]+$")

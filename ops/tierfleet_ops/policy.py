@@ -25,7 +25,6 @@ import yaml
 from .errors import ConfigError
 from .settings import Setting, boolean, int_range, name, one_of, validate_section
 
-BACKEND_SETTINGS_IMPORTS = ("cpufreq", "jetson", "nvml")
 SIGNALS = ("cpu_util", "gpu_util", "queue")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 

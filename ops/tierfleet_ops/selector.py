@@ -3,9 +3,10 @@
 Profiles form levels (``switching.order``, lowest power first). Each level above the first has
 an ``up`` threshold (enter it when load >= up) and a lower ``down`` threshold (leave it when
 load < down): the band between them is where the current level is kept, so a signal that
-wanders around one threshold cannot flap. A wanted change must persist for ``dwell_s``, and a
-profile is kept at least ``min_hold_s`` once entered. A manual hold overrides everything;
-windows cap or force a profile by time of day. Pure: the caller passes time and load in.
+wanders around one threshold cannot flap. A wanted change is confirmed over ``dwell_s`` by the
+mean load of that period, and a profile is kept at least ``min_hold_s`` once entered. A manual
+hold overrides everything; windows cap or force a profile by time of day. Pure: the caller passes
+time and load in.
 
 >>> from tierfleet_ops.policy import parse_policy, EXAMPLE
 >>> sel = Selector(parse_policy(EXAMPLE).switching, "eco")

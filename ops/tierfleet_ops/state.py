@@ -42,9 +42,11 @@ class StateStore:
         self.originals.clear()
         self._save()
 
-    def record_pin(self, tid: int, cpulist: str) -> None:
-        if tid not in self.pins:
-            self.pins[tid] = cpulist
+    def record_pins(self, masks: dict[int, str]) -> None:
+        """Record original masks of threads not seen before (one write for the whole batch)."""
+        new = {t: m for t, m in masks.items() if t not in self.pins}
+        if new:
+            self.pins.update(new)
             self._save()
 
     def forget_pins(self, tids: list[int]) -> None:

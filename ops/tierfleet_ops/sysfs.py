@@ -25,7 +25,6 @@ WRITABLE: tuple[re.Pattern[str], ...] = tuple(
         r"|energy_performance_preference|boost)",
         r"devices/system/cpu/cpufreq/boost",
         r"devices/system/cpu/intel_pstate/no_turbo",
-        r"devices/system/cpu/cpu\d+/power/energy_perf_bias",
         r"class/devfreq/[A-Za-z0-9_.:-]+/(min_freq|max_freq)",
     )
 )

@@ -140,3 +140,17 @@ def test_readings_are_finite_numbers(backend):
 def test_describe_names_the_backend(backend):
     _, be, _ = backend
     assert be.describe()["name"] == be.name
+
+
+def test_rapl_energy_survives_a_wrap_and_gives_power(tmp_path):
+    root = machines.acpi_cpufreq(tmp_path)
+    f = root / "class/powercap/intel-rapl:0/energy_uj"
+    t = [100.0]
+    be = RaplBackend(Sysfs(root), ["intel-rapl:0"], clock=lambda: t[0])
+    f.write_text("262143000000\n")
+    assert be.readings() == {"cpu_energy_j": 0.0}
+    f.write_text("5000000\n")            # wrapped at max_energy_range_uj = 262143328850
+    t[0] = 102.0
+    r = be.readings()
+    assert r["cpu_energy_j"] == pytest.approx((262143328850 - 262143000000 + 5000000) / 1e6)
+    assert r["cpu_power_w"] == pytest.approx(r["cpu_energy_j"] / 2.0)

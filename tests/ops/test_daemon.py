@@ -119,7 +119,7 @@ def test_queue_load_switches_with_dwell_and_comes_back(host):
 
 def test_driver_reload_is_detected_and_settings_reapplied(host):
     d, llama, fake, root, _ = host
-    d.tick(1.0)  # first re-verify pass records the energy counter
+    d.tick(1.0)  # schedules the first re-verify pass at 11.0
     fake.clock.t += 5.0
     fake.driver_reload()
     assert fake.power_limit_mW == 700000 and fake.locked is None
@@ -204,3 +204,39 @@ def test_bad_policy_at_start_is_fatal_with_file_and_key(tmp_path):
     p.write_text("profiles: {eco: {cpufreq: {governor: warp}}}\n")
     with pytest.raises(ConfigError, match=r"p.yaml: profiles.eco.cpufreq.governor: 'warp'"):
         Daemon(DaemonConfig(policy_path=str(p), state_path=None, socket_path=None, metrics_port=None))
+
+
+def test_runtime_gone_means_idle_profile(host):
+    d, llama, fake, root, _ = host
+    llama.processing = 4
+    for t in (0.0, 1.0, 2.0):
+        d.tick(t)
+    assert d.selector.current == "performance"
+    llama.server.shutdown()
+    llama.server.server_close()
+    for t in (3.0, 4.0, 5.0):
+        d.tick(t)
+    assert d.status()["signals"]["model_loaded"] is False
+    assert d.selector.current == "eco" and d.selector.reason == "no model loaded"
+
+
+def test_run_dry_run_changes_nothing_and_restores_nothing(tmp_path, data_dir):
+    with LlamaStandin() as llama:
+        root = machines.acpi_cpufreq(tmp_path / "sys", 2)
+        before = sorted((p, p.read_text()) for p in root.rglob("*") if p.is_file())
+        pol = tmp_path / "policy.yaml"
+        pol.write_text(POLICY.format(metrics=llama.url("/metrics"), slots=llama.url("/slots")))
+        fake = FakeNvml(data_dir / "h200_nvml_probe.json", clock=Clock())
+        ctx = HostContext(sysfs=KernelSysfs(root), nvml_loader=lambda: fake, state_dir=str(tmp_path / "state"))
+        d = Daemon(DaemonConfig(policy_path=str(pol), state_path=str(tmp_path / "state/state.json"),
+                                socket_path=None, metrics_port=None, ctx=ctx, dry_run=True))
+        d.start()
+        assert {o.status for o in d.last_outcomes} == {"would-change"}
+        llama.processing = 4
+        for t in (0.0, 1.0, 2.0, 20.0):
+            d.tick(t)
+        assert d.selector.current == "performance"
+        assert d.stop() == []
+    assert sorted((p, p.read_text()) for p in root.rglob("*") if p.is_file()) == before
+    assert fake.power_limit_mW == 700000 and fake.locked is None
+    assert not (tmp_path / "state/state.json").exists()

@@ -15,12 +15,14 @@ import time
 import pytest
 
 from tierfleet_ops.control import request
+from tierfleet_ops.errors import ControlError
 
 from . import machines
 
 POLICY = textwrap.dedent("""\
     version: 1
     tick_s: 0.2
+    reapply_s: 3600          # no drift correction during the test: it changes files by hand
     default_profile: eco
     profiles:
       eco:
@@ -53,7 +55,10 @@ needs_two_cpus = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="ne
 def wait_for(pred, what, timeout=20.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        v = pred()
+        try:
+            v = pred()
+        except ControlError:  # the daemon is not answering yet
+            v = None
         if v:
             return v
         time.sleep(0.05)
@@ -155,9 +160,8 @@ def test_daemon_process_lifecycle(env):
     assert live(root, "energy_performance_preference") == "balance_power"
     saved = json.loads((env["tmp"] / "state.json").read_text())["originals"]
     assert ["cpufreq.policy0.energy_performance_preference", "balance_performance"] in saved
-    os.unlink(sock)  # a killed daemon leaves its socket behind; the next one replaces it anyway
+    assert os.path.exists(sock)  # a killed daemon leaves its socket file; the next one replaces it
     daemon2 = env["start"]()
-    wait_for(lambda: os.path.exists(sock), "socket")
     wait_for(lambda: request(sock, {"cmd": "status"})["pinning"]["threads"] == 4, "pinning again")
     daemon2.send_signal(signal.SIGTERM)
     assert daemon2.wait(timeout=30) == 0
@@ -170,3 +174,20 @@ def test_daemon_process_lifecycle(env):
     assert masks(env["rt"].pid) == {frozenset(os.sched_getaffinity(0))}
     log = daemon2.stderr.read()
     assert "original value(s) recorded by an earlier run" in log
+
+
+def test_second_daemon_refuses_and_changes_nothing(env):
+    root, sock = env["root"], env["sock"]
+    first = env["start"]()
+    assert env["notify"].recv(4096).startswith(b"READY=1")
+    (env["root"] / "devices/system/cpu/cpufreq/policy1/scaling_max_freq").write_text("4000000\n")
+    second = env["start"]()
+    assert second.wait(timeout=60) == 4
+    err = second.stderr.read()
+    assert "another daemon is answering on this socket" in err
+    # the second one neither applied nor restored anything
+    assert live(root, "scaling_max_freq", policy=1) == "4000000", err
+    assert request(sock, {"cmd": "status"})["profile"] == "eco"
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=30) == 0
+    assert live(root, "scaling_max_freq", policy=1) == "4800000"

@@ -161,3 +161,12 @@ def test_daemon_recomputes_placement_after_a_mode_switch(orin, tmp_path):
         out = d.stop()
     assert [(o.name, o.after) for o in out] == [("jetson.nvpmodel", "30W")]
     assert (root / "devices/system/cpu/online").read_text().strip() == "0-7"
+
+
+def test_a_switch_that_wants_a_reboot_is_declined_and_reported(orin, monkeypatch):
+    be, root, log, _ = orin
+    monkeypatch.setenv("NVPM_REBOOT_MODES", "0")
+    out = Applier(StateStore(None)).apply(be.plan(settings(nvpmodel="MAXN"))[0])
+    assert [(o.name, o.before, o.after, o.status) for o in out] == [("jetson.nvpmodel", "30W", "30W", "failed")]
+    assert "mode MAXN needs a reboot; declined" in out[0].note
+    assert "nvpmodel -m 0" in calls(log)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -123,25 +124,44 @@ def test_this_hosts_cgroup_file_parses(data_dir):
     assert not cgroup_matches(paths, "llama-server.service", None)
 
 
-def test_slice_cpus_uses_systemctl_and_undoes(tmp_path):
+SYSTEMCTL = """#!/bin/sh
+# stand-in for systemctl show/set-property: values kept in files, every call logged
+printf '%s\\n' "$*" >> "$STATE/calls"
+case "$1" in
+  show) cat "$STATE/$4" 2>/dev/null || echo ;;
+  set-property) printf '%s\\n' "${4#AllowedCPUs=}" > "$STATE/$3" ;;
+  *) exit 1 ;;
+esac
+"""
+
+
+def test_slice_cpus_are_knobs_with_saved_originals(tmp_path, monkeypatch):
+    from tierfleet_ops.apply import Applier
+    from tierfleet_ops.state import StateStore
+
     cg = tmp_path / "cgroup"
     cg.mkdir()
     (cg / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    log = tmp_path / "calls"
-    (bindir / "systemctl").write_text(f"#!/bin/sh\nprintf '%s\\n' \"$*\" >> {log}\n")
+    (bindir / "systemctl").write_text(SYSTEMCTL)
     (bindir / "systemctl").chmod(0o755)
+    monkeypatch.setenv("STATE", str(tmp_path))
     sc = SliceCpus(Runner(path=str(bindir)), cgroup_root=str(cg))
     assert sc.available()
-    sc.apply([0, 1])
-    sc.undo()
-    assert log.read_text().splitlines() == [
-        "set-property --runtime system.slice AllowedCPUs=0-1",
-        "set-property --runtime user.slice AllowedCPUs=0-1",
-        "set-property --runtime system.slice AllowedCPUs=",
-        "set-property --runtime user.slice AllowedCPUs=",
-    ]
+    state = StateStore(tmp_path / "state.json")
+    out = Applier(state).apply(sc.changes([0, 1]))
+    assert [o.status for o in out] == ["changed", "changed"]
+    assert (tmp_path / "system.slice").read_text().strip() == "0-1"
+    assert state.originals == {"systemd.system.slice.AllowedCPUs": "", "systemd.user.slice.AllowedCPUs": ""}
+    # a new process (after SIGKILL) restores from the state file
+    out = Applier(StateStore(tmp_path / "state.json")).restore(sc.knobs())
+    assert [o.status for o in out] == ["changed", "changed"]
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert "set-property --runtime system.slice AllowedCPUs=0-1" in calls
+    assert calls[-1] == "show --property=AllowedCPUs --value system.slice"
+    assert "set-property --runtime system.slice AllowedCPUs=" in calls
+    assert (tmp_path / "system.slice").read_text().strip() == ""
 
 
 def test_slice_cpus_unavailable_without_cgroup_v2_cpuset(tmp_path):
@@ -172,3 +192,83 @@ def test_other_power_managers_are_found_among_real_processes(tmp_path):
     found = detect_power_managers([((Procfs().read(pid, "comm") or "").strip(), Procfs().argv(pid))
                                    for pid in Procfs().pids()])
     assert "tuned" not in found
+
+
+def test_daemon_moves_os_slices_and_restores_them(tmp_path, monkeypatch):
+    from tierfleet_ops.backends.base import HostContext
+    from tierfleet_ops.daemon import Daemon, DaemonConfig
+    from tierfleet_ops.sysfs import Sysfs
+
+    from . import machines
+
+    cg = tmp_path / "cgroup"
+    cg.mkdir()
+    (cg / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "systemctl").write_text(SYSTEMCTL)
+    (bindir / "systemctl").chmod(0o755)
+    monkeypatch.setenv("STATE", str(tmp_path))
+    pol = tmp_path / "p.yaml"
+    pol.write_text("profiles: {eco: {}}\npinning: {move_os_slices: true, reserve_cores: 2}\n")
+    ctx = HostContext(sysfs=Sysfs(machines.xeon_smt(tmp_path / "sys")), runner=Runner(path=str(bindir)))
+    d = Daemon(DaemonConfig(policy_path=str(pol), state_path=str(tmp_path / "s.json"), socket_path=None,
+                            metrics_port=None, ctx=ctx, cgroup_root=str(cg), allowed_cpus=set(range(16))))
+    d.start()
+    assert (tmp_path / "system.slice").read_text().strip() == "0-1,8-9"
+    assert (tmp_path / "user.slice").read_text().strip() == "0-1,8-9"
+    out = d.stop()
+    assert {o.name for o in out} == {"systemd.system.slice.AllowedCPUs", "systemd.user.slice.AllowedCPUs"}
+    assert (tmp_path / "system.slice").read_text().strip() == ""
+
+
+def test_a_second_daemon_does_not_steal_a_live_socket(tmp_path):
+    from tierfleet_ops.control import ControlServer
+    from tierfleet_ops.errors import ControlError
+
+    path = str(tmp_path / "ops.sock")
+    first = ControlServer(object(), path)
+    first.start()
+    try:
+        with pytest.raises(ControlError, match="another daemon is answering"):
+            ControlServer(object(), path).start()
+    finally:
+        first.stop()
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(path)
+    stale.close()  # a socket file nobody answers on, as a SIGKILLed daemon leaves it
+    second = ControlServer(object(), path)
+    second.start()
+    second.stop()
+
+
+@needs_two_cpus
+def test_dry_run_pinning_counts_and_changes_nothing(runtime, tmp_path):
+    proc = runtime(2)
+    pidfile = tmp_path / "rt.pid"
+    pidfile.write_text(f"{proc.pid}\n")
+    before = masks(proc.pid)
+    pinner = Pinner(RuntimeMatch(pidfile=str(pidfile)))
+    rep = pinner.pin(sorted(os.sched_getaffinity(0))[-1:], dry_run=True)
+    assert (rep.threads, rep.newly_pinned) == (3, 3)
+    assert masks(proc.pid) == before and pinner.state.pins == {} and pinner.pinned_total == 0
+
+
+def test_control_socket_is_0660_and_group_owned(tmp_path):
+    import grp
+    import stat
+
+    from tierfleet_ops.control import ControlServer
+
+    group = next((g for g in ("nogroup", "daemon", "users") if g in {e.gr_name for e in grp.getgrall()}), None)
+    if group is None or os.geteuid() != 0:
+        pytest.skip("needs root and a spare system group")
+    srv = ControlServer(object(), str(tmp_path / "ops.sock"), group)
+    srv.start()
+    try:
+        st = os.stat(tmp_path / "ops.sock")
+        assert stat.S_IMODE(st.st_mode) == 0o660
+        assert st.st_gid == grp.getgrnam(group).gr_gid
+    finally:
+        srv.stop()
+    assert not (tmp_path / "ops.sock").exists()

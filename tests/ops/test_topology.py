@@ -94,3 +94,22 @@ def test_live_host_topology_matches_the_kernel():
     assert set(topo.online) >= os.sched_getaffinity(0)
     p = choose_cores(topo, allowed=os.sched_getaffinity(0))
     assert set(p.inference) | set(p.os_side) == os.sched_getaffinity(0)
+
+
+def test_choice_matches_the_best_configuration_of_the_recorded_decode_benchmark(tmp_path, data_dir):
+    """On the 16-CPU Xeon, llama.cpp decode under OS noise only kept full speed with 14 threads
+    pinned to CPUs 2-15 (recording in data/); the rule picks exactly that set."""
+    import json
+
+    from tierfleet_ops.pinning import parse_thread_count
+    from tierfleet_ops.sysfs import format_cpulist
+
+    rec = json.loads((data_dir / "xeon16_llamacpp_decode_noise.json").read_text())
+    best = max(rec["summary"], key=lambda k: rec["summary"][k]["median_tok_s"] if k.startswith("C") else -1)
+    row = next(r for r in rec["rows"] if r["config"] == best)
+    p = choose_cores(read_topology(Sysfs(machines.xeon16_h200_host(tmp_path))))
+    assert format_cpulist(p.inference) == row["cpus"] == "2-15"
+    assert len(p.inference) == row["threads"] == 14
+    collapsed = [r for r in rec["rows"] if r["threads"] == 16 and r["config"].startswith(("B", "E"))]
+    assert all(r["tok_s"] == 0.0 for r in collapsed)  # 16 threads on 16 CPUs under noise: collapse
+    assert parse_thread_count(["llama-server", "-t", "16"], {}) != len(p.inference)

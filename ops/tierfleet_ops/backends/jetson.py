@@ -195,6 +195,9 @@ class JetsonBackend(Backend):
         out = self.runner.run(["nvpmodel", "-m", str(modes[mode])], input_text="NO\n")
         if "NVPM ERROR" in out:
             raise CommandError(["nvpmodel", "-m", str(modes[mode])], 0, out)
+        if "Reboot required" in out:
+            raise UnavailableError(f"nvpmodel: mode {mode} needs a reboot; declined, the mode is unchanged "
+                                   "until the host reboots")
         self.mode_changes += 1
 
     # --- jetson_clocks ----------------------------------------------------------------------

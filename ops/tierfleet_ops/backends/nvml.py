@@ -100,8 +100,8 @@ def parse_nvidia_smi_xml(text: str) -> list[dict[str, Any]]:
     return out
 
 
-class NvmlSession:
-    """A lazily initialised NVML session; :meth:`call` maps NVML errors to ``UnavailableError``."""
+class NvmlClient:
+    """A lazily initialised NVML client; :meth:`call` maps NVML errors to ``UnavailableError``."""
 
     def __init__(self, loader: Callable[[], Any]) -> None:
         self._loader = loader
@@ -164,30 +164,30 @@ class NvmlBackend(Backend):
         )
     }
 
-    def __init__(self, session: NvmlSession) -> None:
-        self.s = session
-        self._locked: list[str] = [UNLOCKED] * len(session.handles)
-        self._last_energy: list[int | None] = [None] * len(session.handles)
+    def __init__(self, client: NvmlClient) -> None:
+        self.s = client
+        self._locked: list[str] = [UNLOCKED] * len(client.handles)
+        self._last_energy: list[int | None] = [None] * len(client.handles)
         self._knobs = self._make_knobs()
         self.reloads = 0
 
     @classmethod
     def detect(cls, ctx: HostContext) -> NvmlBackend | None:
-        session = NvmlSession(ctx.nvml_loader or default_loader)
+        client = NvmlClient(ctx.nvml_loader or default_loader)
         try:
-            session.start()
+            client.start()
         except (UnavailableError, ImportError, OSError) as exc:
             log.debug("nvml: %s", exc)
             return None
         except Exception as exc:  # NVMLError of a module we could not name before loading it
-            if session.nvml is not None and isinstance(exc, session.nvml.NVMLError):
+            if client.nvml is not None and isinstance(exc, client.nvml.NVMLError):
                 log.info("nvml: not available: %s", exc)
                 return None
             raise
-        if not session.handles:
-            session.stop()
+        if not client.handles:
+            client.stop()
             return None
-        return cls(session)
+        return cls(client)
 
     # --- knobs ------------------------------------------------------------------------------
 
@@ -280,7 +280,7 @@ class NvmlBackend(Backend):
         return out
 
     def check(self) -> bool:
-        """Detect a driver reload; re-open the session and return True when one happened."""
+        """Detect a driver reload; re-open NVML and return True when one happened."""
         reloaded = False
         for i, h in enumerate(self.s.handles):
             try:

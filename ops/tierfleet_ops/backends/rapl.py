@@ -6,7 +6,9 @@ Command-line equivalent: ``cat /sys/class/powercap/intel-rapl:0/energy_uj`` (µJ
 
 from __future__ import annotations
 
+import time
 from typing import Any
+from collections.abc import Callable
 
 from ..knobs import Change, Knob, Skipped
 from ..sysfs import Sysfs
@@ -21,16 +23,20 @@ def rapl_domains(sysfs: Sysfs) -> list[str]:
 
 
 class RaplBackend(Backend):
-    """Package energy counters; the energy total survives counter wraps."""
+    """Package energy counters; the energy total survives counter wraps; power is the energy
+    between two readings over the time between them (W)."""
 
     name = "rapl"
     SETTINGS: dict = {}
 
-    def __init__(self, sysfs: Sysfs, domains: list[str]) -> None:
+    def __init__(self, sysfs: Sysfs, domains: list[str], clock: Callable[[], float] = time.monotonic) -> None:
         self.sysfs = sysfs
         self.domains = domains
+        self.clock = clock
         self._last: dict[str, int] = {}
         self._total_uj = 0
+        self._last_t: float | None = None
+        self._last_total = 0
 
     @classmethod
     def detect(cls, ctx: HostContext) -> RaplBackend | None:
@@ -58,7 +64,14 @@ class RaplBackend(Backend):
                     delta += int(rng) if rng and rng.isdigit() else 0
                 self._total_uj += max(delta, 0)
             self._last[d] = now
-        return {"cpu_energy_j": self._total_uj / 1e6} if seen else {}
+        if not seen:
+            return {}
+        out = {"cpu_energy_j": self._total_uj / 1e6}
+        now = self.clock()
+        if self._last_t is not None and now > self._last_t:
+            out["cpu_power_w"] = (self._total_uj - self._last_total) / 1e6 / (now - self._last_t)
+        self._last_t, self._last_total = now, self._total_uj
+        return out
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "domains": self.domains}
