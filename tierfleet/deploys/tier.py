@@ -74,17 +74,43 @@ def _manifest(url: str, what: str):
         return None, f"tierfleet: {what} manifest {url}: {exc}"
 
 
-@deploy("tierfleet tier")
-def tier(name: str | None = None) -> None:
-    """Converge this host to tier ``name`` (default: its ``tier`` inventory data)."""
+def _settings(name: str | None):
     try:
         catalog = load_catalog()
         data = {key: host.data.get(key) for key in HostSettings.model_fields}
         if name is not None:
             data["tier"] = name
-        settings = host_settings(data, catalog, f"inventory: host {host.name}")
+        return catalog, host_settings(data, catalog, f"inventory: host {host.name}")
     except ConfigError as exc:
         raise OperationValueError(str(exc)) from None
+
+
+def model_release_id(settings: HostSettings, model) -> str:
+    """The release directory name of a model version: ``<name>-<quant>-<version>``."""
+    return f"{model.name}-{model.quant}-{settings.model_version}"
+
+
+@deploy("tierfleet rollback")
+def rollback() -> None:
+    """Move the model's ``current`` off the release of the host's ``model_version`` (the bad one) to the
+    previous release, restart llama-server and check it answers.
+
+    ``pyinfra inventory/lab.py deploys/rollback.py --data model_version=2`` rolls version 2 back; set the
+    inventory's ``model_version`` to the good one afterwards, or the next tier deploy installs 2 again.
+    """
+    catalog, settings = _settings(None)
+    model = settings.model or catalog.tier(settings.tier if settings.tier != "auto" else "basic").model
+    back = release.rollback(name=f"Roll back model {settings.model_version}", root=settings.model_dir.rstrip("/"),
+                            release=model_release_id(settings, model))
+    systemd.service(name="llama-server restarted", service=UNIT, running=True, restarted=True, _if=back.did_change)
+    runtime.healthy(name="Health gate", port=settings.runtime_port, timeout=settings.health_timeout, unit=UNIT,
+                    _if=back.did_change)
+
+
+@deploy("tierfleet tier")
+def tier(name: str | None = None) -> None:
+    """Converge this host to tier ``name`` (default: its ``tier`` inventory data)."""
+    catalog, settings = _settings(name)
 
     facts = gather_facts(host, settings.model_dir)
     profile = build_profile(host.name, facts)
@@ -114,7 +140,7 @@ def tier(name: str | None = None) -> None:
         name="llama-server runtime", root=RUNTIME_ROOT, release=runtime_release, manifest=runtime_manifest,
         source=f"{store}/llama-server/{runtime_release}/", compressed=runtime_manifest.compressed, unpack=True,
     )
-    model_release = f"{model_name}-{settings.model_version}"
+    model_release = model_release_id(settings, model)
     model_art = release.artifact(
         name=f"model {model_name} {settings.model_version}", root=model_root, release=model_release,
         manifest=model_manifest, source=f"{store}/{model_name}/{settings.model_version}/",
