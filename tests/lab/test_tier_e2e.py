@@ -1,0 +1,188 @@
+"""The tier deploy end to end on the lab's CPU server: converge, rerun, ops daemon, upgrade, rollback, and
+each bad input (unknown tier, missing artifact, checksum mismatch, full disk, unreachable mirror) leaving the
+previous release serving."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.lab
+
+REPO = Path(__file__).resolve().parents[2]
+PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
+HOST = "cpu-server"
+MODEL = {"name": "tiny-llama", "quant": "Q8_0", "file": "tiny-q8_0.gguf", "size_gb": 0.001}
+
+
+@pytest.fixture(scope="module")
+def store(lab, tmp_path_factory):
+    """Publish the runtime, the ops wheels and tiny-model versions 1 and 2 (3 has a corrupted file)."""
+    from tierfleet.artifacts.gguf_tiny import write_tiny_gguf
+    from tierfleet.artifacts.llama_build import cached_runtime, pack_runtime
+    from tierfleet.artifacts.manifest import publish
+    from tierfleet.artifacts.wheelhouse import pack_ops
+    from tierfleet.lab.mirror import artifacts_dir
+
+    runtime = cached_runtime(REPO / ".cache" / "runtime")
+    if runtime is None:
+        pytest.skip("no cached llama-server: `make runtime` builds it")
+    store = artifacts_dir(lab.root)
+    pack_runtime(runtime, store)
+    pack_ops(store)
+    work = tmp_path_factory.mktemp("models")
+    for version, seed in (("1", 1), ("2", 2), ("3", 3)):
+        files = write_tiny_gguf(work / version / "tiny-q8_0.gguf", qtype="q8_0", seed=seed)
+        publish(store, files, kind="model", name="tiny-llama-Q8_0", version=version, compress=False)
+    bad = store / "tiny-llama-Q8_0" / "3" / "tiny-q8_0.gguf"
+    data = bytearray(bad.read_bytes())
+    data[-1] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    return store
+
+
+@pytest.fixture(scope="module")
+def inventory(lab, tmp_path_factory):
+    path = tmp_path_factory.mktemp("inv") / "lab_tiny.py"
+    extra = {"artifact_store": "http://artifacts.lab/artifacts", "model": MODEL, "health_timeout": 30,
+             "runtime_variant": "linux-x86_64-cpu-v3"}
+    path.write_text(
+        "import runpy\n"
+        f"_lab = runpy.run_path({str(REPO / 'inventory' / 'lab.py')!r})\n"
+        f"_extra = {extra!r}\n"
+        "cpu_servers = [(n, {**d, **_extra}) for n, d in _lab['cpu_servers']]\n"
+    )
+    return path
+
+
+def deploy(inventory: Path, *args: str, deploy_file: str = "deploys/tier_advanced.py"):
+    run = subprocess.run([PYINFRA, "-y", str(inventory), deploy_file, "--limit", HOST, *args],
+                         capture_output=True, text=True, cwd=REPO, timeout=300, env=os.environ.copy())
+    return run.returncode, run.stdout + run.stderr
+
+
+def grand_total(out: str) -> tuple[int, int, int]:
+    """(success, error, no change) from pyinfra's results table."""
+    line = next(ln for ln in out.splitlines() if "Grand total" in ln)
+    cells = [c for c in line.split()[2:]]
+    return tuple(0 if c == "-" else int(c) for c in cells[1:4])
+
+
+def on_host(lab, command: str) -> str:
+    return lab.exec(HOST, ["sh", "-c", command], capture=True).stdout.decode().strip()
+
+
+def serving(lab) -> str:
+    """The model file llama-server answers with (from a real completion)."""
+    body = on_host(lab, "curl -fsS -d '{\"prompt\": \"Hello\", \"n_predict\": 4}' http://127.0.0.1:8080/completion")
+    return json.loads(body)["model"]
+
+
+def current(lab, root: str = "/var/lib/tierfleet/models") -> str:
+    return on_host(lab, f"readlink {root}/current")
+
+
+@pytest.fixture(scope="module")
+def converged(lab, store, inventory):
+    rc, out = deploy(inventory)
+    assert rc == 0, out
+    return out
+
+
+def test_first_converge_serves_and_rerun_changes_nothing(lab, converged, inventory):
+    success, error, _ = grand_total(converged)
+    assert success > 0 and error == 0
+    assert on_host(lab, "curl -fsS http://127.0.0.1:8080/health") == '{"status":"ok"}'
+    assert serving(lab) == "/var/lib/tierfleet/models/current/tiny-q8_0.gguf"
+    assert current(lab) == "releases/tiny-llama-Q8_0-1"
+    rc, out = deploy(inventory)
+    assert rc == 0 and grand_total(out)[:2] == (0, 0), out
+
+
+def test_service_is_unprivileged_hardened_and_pinned(lab, converged):
+    user = on_host(lab, "ps -o user= -C llama-server")
+    assert user.startswith("tierfleet")
+    unit = on_host(lab, "systemctl show llama-server -p NoNewPrivileges -p ProtectSystem -p ProtectHome -p PrivateTmp")
+    assert unit.splitlines() == ["NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes"]
+    allowed = on_host(lab, "grep Cpus_allowed_list /proc/$(pgrep -o llama-server)/status")
+    threads = re.search(r"--threads (\d+)", on_host(lab, "ps -o args= -C llama-server")).group(1)
+    # the lab host's kernel has this machine's CPUs; the OS keeps the lowest one
+    assert allowed.split()[-1] != "0" and int(threads) >= 1
+
+
+def test_ops_daemon_applies_profiles_and_restores_on_stop(lab, converged):
+    cli = "/opt/tierfleet-ops/venv/bin/tierfleet-ops"
+    gov = "cat /sys/devices/system/cpu/cpufreq/policy0/scaling_governor"
+    assert on_host(lab, "systemctl is-active tierfleet-ops") == "active"
+    status = json.loads(on_host(lab, f"{cli} status --json"))
+    assert status["pinning"]["threads"] > 0 and status["pinning"]["pids"]
+    original = status["originals"]
+    on_host(lab, f"{cli} profile hold performance && sleep 2")
+    assert on_host(lab, gov) == "performance"
+    on_host(lab, f"{cli} profile hold eco && sleep 2")
+    assert on_host(lab, gov) == "powersave"
+    on_host(lab, "systemctl stop tierfleet-ops")
+    try:
+        key = next(k for k in original if k.endswith("policy0/scaling_governor"))
+        assert on_host(lab, gov) == original[key]
+    finally:
+        on_host(lab, "systemctl start tierfleet-ops")
+
+
+def test_upgrade_then_rollback(lab, converged, inventory):
+    rc, out = deploy(inventory, "--data", "model_version=2")
+    assert rc == 0, out
+    assert current(lab) == "releases/tiny-llama-Q8_0-2"
+    assert on_host(lab, "readlink /var/lib/tierfleet/models/previous") == "releases/tiny-llama-Q8_0-1"
+    assert serving(lab).endswith("tiny-q8_0.gguf")
+    rc, out = deploy(inventory, "--data", "model_version=2", deploy_file="deploys/rollback.py")
+    assert rc == 0, out
+    assert current(lab) == "releases/tiny-llama-Q8_0-1"
+    assert on_host(lab, "curl -fsS http://127.0.0.1:8080/health") == '{"status":"ok"}'
+    rc, out = deploy(inventory, "--data", "model_version=2", deploy_file="deploys/rollback.py")
+    assert rc == 0 and grand_total(out)[:2] == (0, 0), out  # already rolled back
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--data", "model_version=9"), r"model manifest http://artifacts\.lab/artifacts/tiny-llama-Q8_0/9/manifest\.json: .*404"),
+        (("--data", "model_version=3"), r"sha256"),
+        (("--data", "artifact_store=http://artifacts.lab:81/artifacts"), r"runtime manifest http://artifacts\.lab:81/.*(refused|connect)"),
+    ],
+    ids=["missing-artifact", "checksum-mismatch", "unreachable-mirror"],
+)
+def test_bad_artifacts_fail_the_host_and_keep_the_release(lab, converged, inventory, args, message):
+    before = current(lab)
+    rc, out = deploy(inventory, *args)
+    assert rc == 1
+    assert re.search(message, out), out
+    assert current(lab) == before
+    assert serving(lab) == "/var/lib/tierfleet/models/current/tiny-q8_0.gguf"
+    leftovers = on_host(lab, "ls /var/lib/tierfleet/models/releases; ls -A /var/lib/tierfleet/models/.staging 2>/dev/null")
+    assert "tiny-llama-Q8_0-3" not in leftovers and "tiny-llama-Q8_0-9" not in leftovers
+
+
+def test_full_disk_fails_the_host_and_keeps_the_release(lab, converged, inventory):
+    before = current(lab)
+    lab.fault("fill-disk", HOST)
+    try:
+        rc, out = deploy(inventory, "--data", "model_version=2", "--data", "keep_releases=2")
+    finally:
+        lab.clear()
+    assert rc == 1
+    assert re.search(r"(disk|space)", out, re.I), out
+    assert current(lab) == before
+    assert on_host(lab, "curl -fsS http://127.0.0.1:8080/health") == '{"status":"ok"}'
+
+
+def test_unknown_tier_is_refused_before_anything_runs(lab, converged, inventory):
+    rc, out = deploy(inventory, "--data", "tier=gold", deploy_file="deploys/preflight.py")
+    assert rc == 1
+    assert "tier: unknown tier 'gold'; allowed: auto, basic, advanced, enterprise" in out
