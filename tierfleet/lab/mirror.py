@@ -3,7 +3,8 @@
 One ``http.server`` process per lab (``python -m tierfleet.lab.mirror``) serves
 
 - ``/apt/...``        the stand-in apt repository (:func:`tierfleet.lab.base.ensure_apt_repo`), with
-  the signing key ASCII-armoured as ``/apt/tierfleet-lab.asc``;
+  the signing key ASCII-armoured as ``/apt/tierfleet-lab.asc``; the same repository as ``/base/...``
+  (the source hosts boot with; see :data:`tierfleet.lab.state.BASE_APT_URL`);
 - ``/jetson/...``     NVIDIA's Jetson layout, ``{common,t234,t210}/dists/r<major.minor>`` and
   ``jetson-ota-public.asc`` (:func:`tierfleet.lab.base.ensure_jetson_repo`);
 - ``/artifacts/...``  the artifact store ``<lab dir>/artifacts`` with ``SHA256SUMS`` and
@@ -211,7 +212,7 @@ class Handler(BaseHTTPRequestHandler):
 def serve(lab_dir: Path, apt_repo: Path, port: int, bind: str = "127.0.0.1", jetson_repo: Path | None = None
           ) -> None:
     artifacts_dir(lab_dir).mkdir(parents=True, exist_ok=True)
-    Handler.roots = {"/apt/": Path(apt_repo), "/artifacts/": artifacts_dir(lab_dir)}
+    Handler.roots = {"/apt/": Path(apt_repo), "/base/": Path(apt_repo), "/artifacts/": artifacts_dir(lab_dir)}
     if jetson_repo is not None:
         Handler.roots["/jetson/"] = Path(jetson_repo)
     Handler.lab_dir = Path(lab_dir)
