@@ -69,7 +69,7 @@ def test_deploy_converges_then_changes_nothing(lab, testinfra_host):
 def test_apt_trusts_only_the_signed_lab_mirror(testinfra_host):
     h = testinfra_host("jetson-orin-nano")
     sources = h.file("/etc/apt/sources.list.d/tierfleet-lab.list").content_string
-    assert sources == "deb [signed-by=/usr/share/keyrings/tierfleet-lab.gpg] http://mirror.lab/apt lab main\n"
+    assert sources == "deb [signed-by=/usr/share/keyrings/tierfleet-lab.gpg] http://mirror.lab/base lab main\n"
     out = h.run("apt-get update 2>&1")
     assert out.rc == 0 and "NO_PUBKEY" not in out.stdout
     policy = h.check_output("apt-cache policy nvidia-jetpack")
