@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import subprocess
@@ -41,7 +42,8 @@ def test_inventory_groups_and_tiers(lab):
     assert groups["cpu_servers"]["cpu-small"]["tier"] == "basic"
     assert groups["gpu_nodes"]["gpu-node-a100"]["tier"] == "enterprise"
     data = groups["jetson"]["jetson-nano"]
-    assert data["ssh_hostname"].startswith("127.0.0.") and data["ssh_strict_host_key_checking"] == "yes"
+    assert ipaddress.IPv4Address(data["ssh_hostname"]) in ipaddress.IPv4Network("127.0.0.0/8")
+    assert data["ssh_strict_host_key_checking"] == "yes"
     assert data["apt_mirror_url"] == "http://mirror.lab/apt"
     assert data["artifacts_url"] == "http://artifacts.lab/artifacts"
 
