@@ -112,6 +112,10 @@ def test_publish_tiny_model_is_idempotent(tmp_path):
     assert manifest["files"][0]["size"] == artifacts.TINY_MODEL_BYTES and "zst" in manifest["files"][0]
     second = artifacts.publish_tiny_model(tmp_path)
     assert second.reused and second.path == first.path
-    # a damaged store entry is published again
+    # a damaged store entry is published again, whole
     (first.path / "tiny-q8_0.gguf.zst").write_bytes(b"short")
     assert not artifacts._present(first.path)
+    logged = []
+    third = artifacts.publish_tiny_model(tmp_path, log=logged.append)
+    assert not third.reused and artifacts._present(third.path) and "publishing again" in logged[0]
+    assert json.loads((third.path / "manifest.json").read_text()) == manifest

@@ -12,6 +12,7 @@ only checks the manifests (a fraction of a second).
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,14 @@ def _present(entry: Path) -> bool:
     return True
 
 
+def _drop_damaged(entry: Path, log) -> None:
+    """Remove a store entry whose files no longer match its manifest (the lab's store only: a fleet
+    store's versions are immutable, :func:`tierfleet.artifacts.manifest.publish` refuses new content)."""
+    if entry.exists():
+        log(f"{entry}: files do not match the manifest; publishing again")
+        shutil.rmtree(entry)
+
+
 def publish_runtime(store: Path, cache: Path | None = None, log=print) -> Published:
     """Build (or reuse the cached build of) llama-server and publish it into ``store``."""
     from tierfleet.artifacts.llama_build import LLAMA_CPP_PYTHON_VERSION, build_runtime, cached_runtime, \
@@ -71,6 +80,7 @@ def publish_runtime(store: Path, cache: Path | None = None, log=print) -> Publis
     entry = Path(store) / "llama-server" / version
     if _present(entry):
         return Published("llama-server", version, entry, reused=True)
+    _drop_damaged(entry, log)
     cache = Path(cache) if cache else repo_root() / ".cache" / "runtime"
     if cached_runtime(cache) is None:
         log(f"building llama-server under {cache} (once; 4-10 minutes)")
@@ -79,7 +89,7 @@ def publish_runtime(store: Path, cache: Path | None = None, log=print) -> Publis
     return Published(manifest.name, manifest.version, Path(store) / manifest.name / manifest.version, reused=False)
 
 
-def publish_tiny_model(store: Path) -> Published:
+def publish_tiny_model(store: Path, log=print) -> Published:
     """Write the tiny model and publish it as ``tiny-llama-Q8_0`` version ``1`` (compressed too)."""
     from tierfleet.artifacts.gguf_tiny import write_tiny_gguf
     from tierfleet.artifacts.manifest import publish
@@ -88,6 +98,7 @@ def publish_tiny_model(store: Path) -> Published:
     entry = Path(store) / name / TINY_MODEL_VERSION
     if _present(entry):
         return Published(name, TINY_MODEL_VERSION, entry, reused=True)
+    _drop_damaged(entry, log)
     with tempfile.TemporaryDirectory() as tmp:
         files = write_tiny_gguf(Path(tmp) / TINY_MODEL_FILE, qtype="q8_0", seed=TINY_MODEL_SEED)
         publish(Path(store), files, kind="model", name=name, version=TINY_MODEL_VERSION, compress=True)
@@ -98,4 +109,4 @@ def publish_lab_artifacts(lab_dir: Path, cache: Path | None = None, log=print) -
     """Publish the runtime and the tiny model into the lab's store; quick when both are there."""
     store = artifacts_dir(lab_dir)
     store.mkdir(parents=True, exist_ok=True)
-    return [publish_runtime(store, cache, log), publish_tiny_model(store)]
+    return [publish_runtime(store, cache, log), publish_tiny_model(store, log)]
