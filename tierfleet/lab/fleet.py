@@ -217,7 +217,9 @@ class Lab:
         with self.store.locked():
             state = self.store.load()
             if spec is None:
-                spec = [(n, h.profile) for n, h in state.hosts.items()] or default_spec()
+                # in the order they were brought up: each keeps its address (the state file is sorted by name)
+                spec = [(h.name, h.profile) for h in sorted(state.hosts.values(), key=lambda h: h.index)
+                        ] or default_spec()
             ctx = self._context(state)
             # hosts leaving the fleet, or changing profile, are torn down first
             wanted = dict(spec)
