@@ -2,7 +2,9 @@
 
 Fast tests (no marker) run the stand-ins and the dressing on temporary trees. Tests marked
 ``lab`` use one real lab fleet per session (root, systemd-nspawn; ``lab up`` installs what it
-needs), in its own state dir and on its own addresses (127.0.0.101 onwards).
+needs), in its own state dir and on its own addresses (127.0.0.101 onwards; with
+``$TIERFLEET_LAB_ADDR_BASE`` set, the same last octets in that address's /24, so two checkouts
+testing on one machine do not collide).
 """
 
 from __future__ import annotations
@@ -23,7 +25,16 @@ STANDINS = REPO / "tierfleet" / "lab" / "stand-ins"
 RECORDINGS = REPO / "tierfleet" / "lab" / "recordings"
 #: one host per profile, named after it
 SESSION_SPEC = [(name, name) for name in PROFILES]
-SESSION_ADDR_BASE = "127.0.0.100"
+
+
+def lab_test_addr(last_octet: int) -> str:
+    """``127.0.0.<last_octet>``, or in the /24 of ``$TIERFLEET_LAB_ADDR_BASE`` when that is set."""
+    env = os.environ.get("TIERFLEET_LAB_ADDR_BASE", "127.0.0.10")
+    prefix = env.rsplit(".", 1)[0] if env.startswith("127.") and env.count(".") == 3 else "127.0.0"
+    return f"{prefix}.{last_octet}"
+
+
+SESSION_ADDR_BASE = lab_test_addr(100)
 
 
 def make_root(tmp: Path, profile_name: str) -> Path:

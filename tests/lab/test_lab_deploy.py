@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import subprocess
@@ -41,7 +42,8 @@ def test_inventory_groups_and_tiers(lab):
     assert groups["cpu_servers"]["cpu-small"]["tier"] == "basic"
     assert groups["gpu_nodes"]["gpu-node-a100"]["tier"] == "enterprise"
     data = groups["jetson"]["jetson-nano"]
-    assert data["ssh_hostname"].startswith("127.0.0.") and data["ssh_strict_host_key_checking"] == "yes"
+    assert ipaddress.IPv4Address(data["ssh_hostname"]) in ipaddress.IPv4Network("127.0.0.0/8")
+    assert data["ssh_strict_host_key_checking"] == "yes"
     assert data["apt_mirror_url"] == "http://mirror.lab/apt"
     assert data["artifacts_url"] == "http://artifacts.lab/artifacts"
 
@@ -69,7 +71,7 @@ def test_deploy_converges_then_changes_nothing(lab, testinfra_host):
 def test_apt_trusts_only_the_signed_lab_mirror(testinfra_host):
     h = testinfra_host("jetson-orin-nano")
     sources = h.file("/etc/apt/sources.list.d/tierfleet-lab.list").content_string
-    assert sources == "deb [signed-by=/usr/share/keyrings/tierfleet-lab.gpg] http://mirror.lab/apt lab main\n"
+    assert sources == "deb [signed-by=/usr/share/keyrings/tierfleet-lab.gpg] http://mirror.lab/base lab main\n"
     out = h.run("apt-get update 2>&1")
     assert out.rc == 0 and "NO_PUBKEY" not in out.stdout
     policy = h.check_output("apt-cache policy nvidia-jetpack")

@@ -127,6 +127,15 @@ def test_reboot_gives_a_fresh_uptime(lab, ssh):
     assert after < before
 
 
+def test_plain_up_again_keeps_hosts_and_addresses(lab, ssh):
+    """`lab up` with no hosts given brings back the same fleet: nothing moves, nothing restarts."""
+    before = {n: h.address for n, h in lab.store.load().hosts.items()}
+    uptime = float(ssh("cpu-server", "cut -d' ' -f1 /proc/uptime").stdout)
+    lab.up()
+    assert {n: h.address for n, h in lab.store.load().hosts.items()} == before
+    assert float(ssh("cpu-server", "cut -d' ' -f1 /proc/uptime").stdout) >= uptime
+
+
 def test_exec_runs_without_ssh_and_with_a_clean_environment(lab):
     r = lab.exec("cpu-small", ["sh", "-c", "hostname; echo ${PIP_INDEX_URL:-unset}"], capture=True)
     assert r.stdout.decode().split() == ["cpu-small", "unset"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import lab_test_addr
 from tierfleet.lab.fleet import Lab
 from tierfleet.lab.system import cgroup_pids, cgroup_roots, mounts_under
 
@@ -41,7 +42,7 @@ def leftovers(lab: Lab) -> dict:
 def test_down_after_sigkill_of_host_and_lab_leaves_nothing(tmp_path, monkeypatch):
     if os.geteuid() != 0:
         pytest.skip("lab tests need root")
-    monkeypatch.setenv("TIERFLEET_LAB_ADDR_BASE", "127.0.0.150")
+    monkeypatch.setenv("TIERFLEET_LAB_ADDR_BASE", lab_test_addr(150))
     lab = Lab(tmp_path / "lab")
     try:
         lab.up([("t1", "cpu-small"), ("t2", "jetson-nano")])
@@ -65,7 +66,7 @@ def test_down_after_sigkill_of_host_and_lab_leaves_nothing(tmp_path, monkeypatch
 def test_down_keep_then_up_brings_the_same_hosts_back(tmp_path, monkeypatch):
     if os.geteuid() != 0:
         pytest.skip("lab tests need root")
-    monkeypatch.setenv("TIERFLEET_LAB_ADDR_BASE", "127.0.0.160")
+    monkeypatch.setenv("TIERFLEET_LAB_ADDR_BASE", lab_test_addr(160))
     lab = Lab(tmp_path / "lab")
     ssh = ["ssh", "-F", str(lab.root / "ssh_config"), "-o", "ControlPath=none", "k1"]
     try:
@@ -85,7 +86,7 @@ def test_down_keep_then_up_brings_the_same_hosts_back(tmp_path, monkeypatch):
 def test_up_repairs_a_killed_mirror_and_a_stopped_host(tmp_path, monkeypatch):
     if os.geteuid() != 0:
         pytest.skip("lab tests need root")
-    monkeypatch.setenv("TIERFLEET_LAB_ADDR_BASE", "127.0.0.170")
+    monkeypatch.setenv("TIERFLEET_LAB_ADDR_BASE", lab_test_addr(170))
     lab = Lab(tmp_path / "lab")
     try:
         lab.up([("m1", "cpu-small")])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -25,7 +26,9 @@ def lab() -> None:
 @click.option("--hosts", "hosts", metavar="NAME:PROFILE,...", help="Exactly these hosts.")
 @click.option("-n", "count", type=int, help="N hosts lab-01.. cycling through the profiles.")
 @click.option("--no-wait", is_flag=True, help="Return before sshd answers in every host.")
-def up(hosts: str | None, count: int | None, no_wait: bool) -> None:
+@click.option("--publish", "publish_", is_flag=True,
+              help="Also publish the tier deploy's artifacts into the lab's store (see `lab publish`).")
+def up(hosts: str | None, count: int | None, no_wait: bool, publish_: bool) -> None:
     """Bring the lab fleet up (default: the current fleet, or one host per profile)."""
     if hosts and count:
         raise click.UsageError("give --hosts or -n, not both")
@@ -33,6 +36,8 @@ def up(hosts: str | None, count: int | None, no_wait: bool) -> None:
     started = time.monotonic()
     lab_obj = _lab()
     lab_obj.up(spec, wait=not no_wait)
+    if publish_:
+        _print_published(lab_obj.publish())
     _print_status(lab_obj.status())
     click.echo(f"lab up in {time.monotonic() - started:.1f} s; ssh config: {lab_obj.root / 'ssh_config'}",
                err=True)
@@ -78,6 +83,24 @@ def exec_(host: str, command: tuple[str, ...]) -> None:
         raise click.UsageError("no command given")
     rc = _lab().exec(host, argv).returncode
     sys.exit(rc)
+
+
+def _print_published(published) -> None:
+    for p in published:
+        click.echo(f"{p.name} {p.version}: {'already published' if p.reused else 'published'} ({p.path})")
+
+
+@lab.command()
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path),
+              help="llama-server build cache (default: .cache/runtime at the repository root).")
+def publish(cache: Path | None) -> None:
+    """Publish what the tier deploy fetches (llama-server, the tiny model) into the lab's artifact store.
+
+    Builds llama-server once (4-10 minutes) unless a build is cached; the store outlives `lab down`.
+    """
+    started = time.monotonic()
+    _print_published(_lab().publish(cache))
+    click.echo(f"lab publish in {time.monotonic() - started:.1f} s", err=True)
 
 
 @lab.command()

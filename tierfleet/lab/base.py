@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tierfleet.exceptions import LabError
 from tierfleet.lab import jetson
-from tierfleet.lab.profiles import JETSON_NANO, JETSON_ORIN_NANO
+from tierfleet.lab.profiles import JETSON_NANO, JETSON_ORIN_NANO, PROFILES
 from tierfleet.lab.state import APT_SUITE
 from tierfleet.lab.system import run, which
 
@@ -35,6 +35,11 @@ BASE_INCLUDE = ("systemd", "systemd-sysv", "dbus", "openssh-server", "python3", 
                 "ca-certificates", "procps", "curl", "zstd", "python3-venv")
 #: bump when :func:`prepare_base` changes what it writes
 PREP_VERSION = 4
+#: bump when the apt repositories' layout changes (files besides the packages)
+LAYOUT_VERSION = 2
+#: the lab key, ASCII-armoured, at the top of the lab apt repository and of the Jetson repositories
+KEY_ASC = "tierfleet-lab.asc"
+JETSON_KEY_ASC = "jetson-ota-public.asc"
 
 PREREQUISITES = {
     # command -> Debian package
@@ -235,6 +240,8 @@ class StandinPackage:
     description: str
     depends: str = ""
     files: tuple[tuple[str, str], ...] = ()  # (path, content)
+    #: paths among ``files`` installed 0755 (programs)
+    executables: tuple[str, ...] = ()
 
 
 def _l4t_core(spec) -> StandinPackage:
@@ -248,23 +255,107 @@ def _jetpack(version: str, l4t) -> StandinPackage:
                           depends=f"nvidia-l4t-core (>= {l4t.l4t_deb_version.split('-')[0]})")
 
 
+PERSISTENCED_PROGRAM = """#!/bin/sh
+# nvidia-persistenced (tierfleet lab stand-in): stays in the foreground until stopped, like
+# `nvidia-persistenced --no-persistence-mode` would keep the driver state initialised.
+case "$1" in
+    --version|-v) echo "nvidia-persistenced:  version 580.159.04"; exit 0 ;;
+esac
+mkdir -p /run/nvidia-persistenced
+echo $$ > /run/nvidia-persistenced/nvidia-persistenced.pid
+exec sleep infinity
+"""
+
+PERSISTENCED_UNIT = """[Unit]
+Description=NVIDIA Persistence Daemon
+Wants=syslog.target
+
+[Service]
+Type=simple
+ExecStart=/usr/bin/nvidia-persistenced --user root --no-persistence-mode --verbose
+ExecStopPost=/bin/rm -rf /run/nvidia-persistenced
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+#: CUDA runtime libraries the GPU stack installs by default (HostSettings.nvidia_cuda_packages)
+CUDA_RUNTIME_PACKAGES = (("cuda-cudart-12-8", "12.8.90-1", "CUDA Runtime native Libraries"),
+                         ("libcublas-12-8", "12.8.4.1-1", "CUBLAS native runtime libraries"))
+
+
+def gpu_driver_branches() -> dict[str, str]:
+    """Driver branch -> driver version, for every GPU profile (``580`` -> ``580.159.04``)."""
+    out: dict[str, str] = {}
+    for p in PROFILES.values():
+        for gpu in p.gpus:
+            out.setdefault(gpu.driver.split(".")[0], gpu.driver)
+    return dict(sorted(out.items()))
+
+
+def _gpu_packages() -> tuple[StandinPackage, ...]:
+    pkgs = []
+    for branch, version in gpu_driver_branches().items():
+        pkgs += [
+            StandinPackage(f"cuda-drivers-{branch}", f"{version}-1",
+                           "CUDA Driver meta-package, branch-specific (lab stand-in)",
+                           depends=f"nvidia-persistenced (>= {branch})"),
+            StandinPackage(f"nvidia-headless-{branch}-server", f"{version}-0ubuntu0.22.04.1",
+                           "NVIDIA headless metapackage (lab stand-in)"),
+            StandinPackage(f"nvidia-utils-{branch}-server", f"{version}-0ubuntu0.22.04.1",
+                           "NVIDIA driver support binaries (lab stand-in)"),
+        ]
+    for name, version, description in CUDA_RUNTIME_PACKAGES:
+        pkgs.append(StandinPackage(name, version, f"{description} (lab stand-in)",
+                                   files=((f"usr/local/cuda-12.8/targets/x86_64-linux/lib/{name}.lab",
+                                           f"{name} {version}\n"),)))
+    return tuple(pkgs)
+
+
 STANDIN_PACKAGES = (
     _l4t_core(JETSON_ORIN_NANO),
     _l4t_core(JETSON_NANO),
     _jetpack("6.2+b77", JETSON_ORIN_NANO),
     _jetpack("4.6.6-b24", JETSON_NANO),
-    StandinPackage("cuda-drivers-550", "550.163.01-1", "CUDA Driver meta-package, branch-specific (lab stand-in)"),
-    StandinPackage("nvidia-headless-550-server", "550.163.01-0ubuntu0.22.04.1",
-                   "NVIDIA headless metapackage (lab stand-in)"),
-    StandinPackage("nvidia-utils-550-server", "550.163.01-0ubuntu0.22.04.1",
-                   "NVIDIA driver support binaries (lab stand-in)"),
-    StandinPackage("nvidia-persistenced", "550.163.01-1", "NVIDIA Persistence Daemon (lab stand-in)"),
+    *_gpu_packages(),
+    StandinPackage("nvidia-persistenced", "580.159.04-1", "NVIDIA Persistence Daemon (lab stand-in)",
+                   files=(("usr/bin/nvidia-persistenced", PERSISTENCED_PROGRAM),
+                          ("lib/systemd/system/nvidia-persistenced.service", PERSISTENCED_UNIT)),
+                   executables=("usr/bin/nvidia-persistenced",)),
     StandinPackage("nvidia-container-toolkit-base", "1.17.8-1", "NVIDIA Container Toolkit Base (lab stand-in)"),
     StandinPackage("nvidia-container-toolkit", "1.17.8-1", "NVIDIA Container toolkit (lab stand-in)",
                    depends="nvidia-container-toolkit-base (= 1.17.8-1)"),
     StandinPackage("tierfleet-lab-hello", "1.0", "A tiny package the lab tests install",
                    files=(("usr/share/tierfleet-lab-hello/hello", "hello from the lab mirror\n"),)),
 )
+
+
+def _jetson_release(spec, jetpack: str) -> dict[str, tuple[StandinPackage, ...]]:
+    """One L4T release's packages: JetPack meta packages in ``common``, the board package in the SoC repo."""
+    l4t = f"{spec.l4t_deb_version.split('-')[0]}"
+    common = (
+        _jetpack(jetpack, spec),
+        StandinPackage("nvidia-cuda", jetpack, "NVIDIA CUDA Meta Package (lab stand-in)",
+                       depends=f"nvidia-l4t-core (>= {l4t})",
+                       files=((f"usr/share/doc/nvidia-cuda/jetpack-{spec.jetpack}", f"JetPack {spec.jetpack}\n"),)),
+    )
+    return {"common": common, "soc": (_l4t_core(spec),)}
+
+
+def _jetson_repos() -> dict[str, dict[str, tuple[StandinPackage, ...]]]:
+    """component (``common``, ``t234``, ``t210``) -> suite (``r36.4``) -> packages."""
+    repos: dict[str, dict[str, tuple[StandinPackage, ...]]] = {"common": {}}
+    for spec, jetpack in ((JETSON_ORIN_NANO, "6.2+b77"), (JETSON_NANO, "4.6.6-b24")):
+        suite = f"r{spec.l4t_release[1:]}.{spec.l4t_revision.split('.')[0]}"
+        soc = "t" + spec.soc.removeprefix("tegra")
+        parts = _jetson_release(spec, jetpack)
+        repos["common"][suite] = parts["common"]
+        repos.setdefault(soc, {})[suite] = parts["soc"]
+    return repos
+
+
+#: NVIDIA's Jetson apt layout: common/r36.4, t234/r36.4, common/r32.7, t210/r32.7
+JETSON_REPOS = _jetson_repos()
 
 
 def build_deb(pkg: StandinPackage, outdir: Path) -> Path:
@@ -279,6 +370,7 @@ def build_deb(pkg: StandinPackage, outdir: Path) -> Path:
             f = root / path
             f.parent.mkdir(parents=True, exist_ok=True)
             f.write_text(content)
+            f.chmod(0o755 if path in pkg.executables else 0o644)
         control = [f"Package: {pkg.name}", f"Version: {pkg.version}", "Architecture: all",
                    "Maintainer: tierfleet lab <lab@tierfleet.invalid>", "Section: misc", "Priority: optional"]
         if pkg.depends:
@@ -298,49 +390,107 @@ def _hashes(data: bytes) -> dict:
             "SHA256": hashlib.sha256(data).hexdigest()}
 
 
+def _write_repo(root: Path, suite: str, packages: tuple[StandinPackage, ...], gnupg: Path,
+                origin: str, description: str) -> None:
+    """One signed suite (``dists/<suite>/main``, ``pool/main``) under ``root``, like a Debian mirror.
+
+    Indexes for amd64 and arm64: the lab's hosts are x86_64 (also the "Jetsons"), packages are
+    ``Architecture: all``.
+    """
+    pool = root / "pool/main"
+    pool.mkdir(parents=True, exist_ok=True)
+    stanzas = []
+    for pkg in packages:
+        deb = build_deb(pkg, pool)
+        data = deb.read_bytes()
+        control = run(["dpkg-deb", "-f", deb]).stdout.decode().rstrip("\n")
+        h = _hashes(data)
+        stanzas.append(f"{control}\nFilename: pool/main/{deb.name}\nSize: {len(data)}\n"
+                       f"MD5sum: {h['MD5Sum']}\nSHA1: {h['SHA1']}\nSHA256: {h['SHA256']}\n")
+    index = "\n".join(stanzas).encode()
+    dist = root / "dists" / suite
+    index_files = {}
+    for arch in ("amd64", "arm64"):
+        d = dist / "main" / f"binary-{arch}"
+        d.mkdir(parents=True)
+        (d / "Packages").write_bytes(index)
+        gz = gzip.compress(index, mtime=0)
+        (d / "Packages.gz").write_bytes(gz)
+        index_files[f"main/binary-{arch}/Packages"] = index
+        index_files[f"main/binary-{arch}/Packages.gz"] = gz
+    release = [f"Origin: {origin}", f"Label: {origin}", f"Suite: {suite}", f"Codename: {suite}",
+               "Date: " + time.strftime("%a, %d %b %Y %H:%M:%S UTC", time.gmtime()),
+               "Architectures: amd64 arm64", "Components: main", f"Description: {description}"]
+    for field in ("MD5Sum", "SHA1", "SHA256"):
+        release.append(f"{field}:")
+        for name, data in sorted(index_files.items()):
+            release.append(f" {_hashes(data)[field]} {len(data):>8} {name}")
+    (dist / "Release").write_text("\n".join(release) + "\n")
+    env = dict(os.environ, GNUPGHOME=str(gnupg))
+    run(["gpg", "--batch", "--yes", "--clearsign", "-o", dist / "InRelease", dist / "Release"], env=env)
+    run(["gpg", "--batch", "--yes", "-abs", "-o", dist / "Release.gpg", dist / "Release"], env=env)
+
+
+def armored_key(gnupg: Path) -> str:
+    """The lab signing key's public part, ASCII-armoured (what vendors publish as ``*.asc`` / ``*.pub``)."""
+    text = run(["gpg", "--batch", "--armor", "--export"], env=dict(os.environ, GNUPGHOME=str(gnupg))).stdout.decode()
+    if "BEGIN PGP PUBLIC KEY BLOCK" not in text:
+        raise LabError("gpg exported no ASCII-armoured lab key")
+    return text
+
+
+def _spec_key(packages, keyring: Path, *extra) -> str:
+    spec = [(p.name, p.version, p.depends, p.files, p.executables) for p in packages]
+    return _key(spec, keyring.read_bytes().hex(), LAYOUT_VERSION, *extra)
+
+
 def ensure_apt_repo(cache: Path, log=print) -> Path:
-    """A signed apt repository (``dists/lab/main``, ``pool/main``) of the stand-in packages."""
+    """A signed apt repository (``dists/lab/main``, ``pool/main``) of the stand-in packages.
+
+    Its top also carries the signing key, ASCII-armoured, as ``tierfleet-lab.asc``
+    (``http://mirror.lab/apt/tierfleet-lab.asc`` inside hosts).
+    """
     gnupg, keyring = ensure_key(cache)
-    spec = [(p.name, p.version, p.depends, p.files) for p in STANDIN_PACKAGES]
-    repo = cache / f"apt-{_key(spec, keyring.read_bytes().hex())}"
-    if (repo / "dists" / APT_SUITE / "InRelease").exists():
+    repo = cache / f"apt-{_spec_key(STANDIN_PACKAGES, keyring)}"
+    if (repo / "dists" / APT_SUITE / "InRelease").exists() and (repo / KEY_ASC).exists():
         return repo
     log("building the lab apt repository")
     tmp = Path(tempfile.mkdtemp(prefix="apt-", dir=cache))
     try:
-        pool = tmp / "pool/main"
-        pool.mkdir(parents=True)
-        stanzas = []
-        for pkg in STANDIN_PACKAGES:
-            deb = build_deb(pkg, pool)
-            data = deb.read_bytes()
-            control = run(["dpkg-deb", "-f", deb]).stdout.decode().rstrip("\n")
-            h = _hashes(data)
-            stanzas.append(f"{control}\nFilename: pool/main/{deb.name}\nSize: {len(data)}\n"
-                           f"MD5sum: {h['MD5Sum']}\nSHA1: {h['SHA1']}\nSHA256: {h['SHA256']}\n")
-        packages = "\n".join(stanzas).encode()
-        dist = tmp / "dists" / APT_SUITE
-        index_files = {}
-        for arch in ("amd64", "arm64"):
-            d = dist / "main" / f"binary-{arch}"
-            d.mkdir(parents=True)
-            (d / "Packages").write_bytes(packages)
-            gz = gzip.compress(packages, mtime=0)
-            (d / "Packages.gz").write_bytes(gz)
-            index_files[f"main/binary-{arch}/Packages"] = packages
-            index_files[f"main/binary-{arch}/Packages.gz"] = gz
-        release = ["Origin: tierfleet-lab", "Label: tierfleet-lab", f"Suite: {APT_SUITE}",
-                   f"Codename: {APT_SUITE}",
-                   "Date: " + time.strftime("%a, %d %b %Y %H:%M:%S UTC", time.gmtime()),
-                   "Architectures: amd64 arm64", "Components: main", "Description: tierfleet lab mirror"]
-        for field in ("MD5Sum", "SHA1", "SHA256"):
-            release.append(f"{field}:")
-            for name, data in sorted(index_files.items()):
-                release.append(f" {_hashes(data)[field]} {len(data):>8} {name}")
-        (dist / "Release").write_text("\n".join(release) + "\n")
-        env = dict(os.environ, GNUPGHOME=str(gnupg))
-        run(["gpg", "--batch", "--yes", "--clearsign", "-o", dist / "InRelease", dist / "Release"], env=env)
-        run(["gpg", "--batch", "--yes", "-abs", "-o", dist / "Release.gpg", dist / "Release"], env=env)
+        _write_repo(tmp, APT_SUITE, STANDIN_PACKAGES, gnupg, "tierfleet-lab", "tierfleet lab mirror")
+        (tmp / KEY_ASC).write_text(armored_key(gnupg))
+        tmp.chmod(0o755)
+        if repo.exists():
+            shutil.rmtree(repo)
+        os.replace(tmp, repo)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return repo
+
+
+def ensure_jetson_repo(cache: Path, log=print) -> Path:
+    """NVIDIA's Jetson apt layout, signed by the lab key: ``<repo>/{common,t234,t210}/dists/r<major.minor>``.
+
+    Like ``repo.download.nvidia.com/jetson``: ``common`` carries the JetPack meta packages of each
+    release, the SoC repositories (``t234`` Orin, ``t210`` Nano) the board packages; the key is
+    ``jetson-ota-public.asc`` at the top (``http://mirror.lab/jetson/...`` inside hosts).
+    """
+    gnupg, keyring = ensure_key(cache)
+    all_packages = tuple(p for parts in JETSON_REPOS.values() for pkgs in parts.values() for p in pkgs)
+    layout = {soc: {suite: [p.name for p in pkgs] for suite, pkgs in parts.items()}
+              for soc, parts in JETSON_REPOS.items()}
+    repo = cache / f"jetson-{_spec_key(all_packages, keyring, layout)}"
+    if (repo / JETSON_KEY_ASC).exists():
+        return repo
+    log("building the lab Jetson apt repositories")
+    tmp = Path(tempfile.mkdtemp(prefix="jetson-", dir=cache))
+    try:
+        for component, suites in JETSON_REPOS.items():
+            for suite, packages in suites.items():
+                _write_repo(tmp / component, suite, packages, gnupg, "NVIDIA (tierfleet lab)",
+                            f"Jetson {component} {suite} (tierfleet lab)")
+        (tmp / JETSON_KEY_ASC).write_text(armored_key(gnupg))
+        tmp.chmod(0o755)
         if repo.exists():
             shutil.rmtree(repo)
         os.replace(tmp, repo)

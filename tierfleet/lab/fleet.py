@@ -26,8 +26,8 @@ from tierfleet.lab import base as lab_base
 from tierfleet.lab import mirror as lab_mirror
 from tierfleet.lab.host import Host, LabContext
 from tierfleet.lab.profiles import PROFILES, get_profile
-from tierfleet.lab.state import (APT_URL, ARTIFACTS_URL, HostState, LabState, StateStore, cache_dir, lab_dir,
-                                 lab_id)
+from tierfleet.lab.state import (APT_KEYRING_IN_HOST, APT_SUITE, APT_URL, ARTIFACTS_URL, MIRROR_NAME, HostState,
+                                 LabState, StateStore, cache_dir, lab_dir, lab_id)
 from tierfleet.lab.system import (CLEAN_ENV, cgroup_create, cgroup_join, cgroup_kill, cgroup_layout_ok,
                                   mounts_under, pid_alive, require_root, run, umount_all, which)
 
@@ -153,6 +153,7 @@ class Lab:
         env = dict(CLEAN_ENV, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
         proc = subprocess.Popen(
             [sys.executable, "-m", "tierfleet.lab.mirror", "--lab-dir", str(self.root), "--apt-repo", str(repo),
+             "--jetson-repo", str(lab_base.ensure_jetson_repo(self.cache, self.log)),
              "--port", str(state.mirror_port)], stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
             preexec_fn=lambda: (os.setsid(), cgroup_join(cg)))
         log.close()
@@ -216,7 +217,9 @@ class Lab:
         with self.store.locked():
             state = self.store.load()
             if spec is None:
-                spec = [(n, h.profile) for n, h in state.hosts.items()] or default_spec()
+                # in the order they were brought up: each keeps its address (the state file is sorted by name)
+                spec = [(h.name, h.profile) for h in sorted(state.hosts.values(), key=lambda h: h.index)
+                        ] or default_spec()
             ctx = self._context(state)
             # hosts leaving the fleet, or changing profile, are torn down first
             wanted = dict(spec)
@@ -462,13 +465,49 @@ class Lab:
 
     # --- data for inventories and tests ------------------------------------------------------------
 
+    def publish(self, cache: Path | None = None) -> list:
+        """Publish the tier deploy's artifacts (runtime, tiny model) into this lab's store."""
+        from tierfleet.lab.artifacts import publish_lab_artifacts
+
+        return publish_lab_artifacts(self.root, cache, self.log)
+
     def inventory_data(self) -> dict:
         state = self.store.load()
         return inventory_from_state(self.root, state)
 
 
+#: the lab's mirrors as the hosts see them
+NVIDIA_REPO_KEY = f"{APT_URL}/{lab_base.KEY_ASC}"
+L4T_REPO = f"http://{MIRROR_NAME}/jetson"
+L4T_REPO_KEY = f"{L4T_REPO}/{lab_base.JETSON_KEY_ASC}"
+
+
+def tierfleet_data(profile) -> dict:
+    """The tierfleet inventory keys (:class:`tierfleet.settings.HostSettings`) a lab host needs so that
+    the tier deploys run with no extra flags: the lab's store, its tiny model, the lab mirrors standing in
+    for NVIDIA's CUDA and L4T repositories, and the profile's driver branch."""
+    from tierfleet.lab.artifacts import TINY_MODEL_VERSION, tiny_model
+
+    data = {
+        "artifact_store": ARTIFACTS_URL,
+        "model": tiny_model(),
+        "model_version": TINY_MODEL_VERSION,
+        "health_timeout": 60,
+    }
+    if profile.kind == "gpu_nodes":
+        data.update({
+            "nvidia_repo": APT_URL,
+            "nvidia_repo_suite": f"{APT_SUITE} main",
+            "nvidia_repo_key": NVIDIA_REPO_KEY,
+            "nvidia_driver_branch": profile.gpus[0].driver.split(".")[0],
+        })
+    elif profile.kind == "jetson":
+        data.update({"l4t_repo": L4T_REPO, "l4t_repo_key": L4T_REPO_KEY})
+    return data
+
+
 def inventory_from_state(root: Path, state: LabState) -> dict:
-    """group -> [(host, data)] for pyinfra, with each host's tier and the mirror URLs."""
+    """group -> [(host, data)] for pyinfra, with each host's tier, the mirror URLs and the tierfleet keys."""
     groups: dict[str, list] = {"jetson": [], "cpu_servers": [], "gpu_nodes": []}
     for name, h in state.hosts.items():
         profile = get_profile(h.profile, str(root / "state.json"))
@@ -482,9 +521,10 @@ def inventory_from_state(root: Path, state: LabState) -> dict:
             "lab_profile": profile.name,
             "lab_kind": profile.kind,
             "apt_mirror_url": APT_URL,
-            "apt_mirror_suite": "lab",
-            "apt_mirror_keyring": "/usr/share/keyrings/tierfleet-lab.gpg",
+            "apt_mirror_suite": APT_SUITE,
+            "apt_mirror_keyring": APT_KEYRING_IN_HOST,
             "artifacts_url": ARTIFACTS_URL,
+            **tierfleet_data(profile),
         }))
     return groups
 

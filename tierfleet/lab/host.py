@@ -32,8 +32,8 @@ from tierfleet.lab import base as lab_base
 from tierfleet.lab import dress as lab_dress
 from tierfleet.lab import jetson
 from tierfleet.lab.profiles import Profile
-from tierfleet.lab.state import (APT_KEYRING_IN_HOST, APT_SUITE, APT_URL, ARTIFACTS_NAME, ARTIFACTS_URL, MIRROR_NAME,
-                                 MIRROR_PORT_IN_HOST)
+from tierfleet.lab.state import (APT_KEYRING_IN_HOST, APT_SUITE, APT_URL, ARTIFACTS_NAME, ARTIFACTS_URL, BASE_APT_URL,
+                                 MIRROR_NAME, MIRROR_PORT_IN_HOST)
 from tierfleet.lab.system import (CLEAN_ENV, cgroup_create, cgroup_join, cgroup_kill, cgroup_pids, mounts_under,
                                   pid_alive, run, umount_all)
 
@@ -113,7 +113,7 @@ class Host:
         os.chmod(ssh / "authorized_keys", 0o600)
         shutil.copyfile(self.ctx.keyring, r / APT_KEYRING_IN_HOST.lstrip("/"))
         (r / "etc/apt/sources.list.d/tierfleet-lab.list").write_text(
-            f"deb [signed-by={APT_KEYRING_IN_HOST}] {APT_URL} {APT_SUITE} main\n")
+            f"deb [signed-by={APT_KEYRING_IN_HOST}] {BASE_APT_URL} {APT_SUITE} main\n")
         if self.profile.jetson:
             spec = self.profile.jetson
             deb = lab_base.l4t_deb(self.ctx.apt_repo, spec)

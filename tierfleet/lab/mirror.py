@@ -2,12 +2,16 @@
 
 One ``http.server`` process per lab (``python -m tierfleet.lab.mirror``) serves
 
-- ``/apt/...``        the stand-in apt repository (:func:`tierfleet.lab.base.ensure_apt_repo`);
+- ``/apt/...``        the stand-in apt repository (:func:`tierfleet.lab.base.ensure_apt_repo`), with
+  the signing key ASCII-armoured as ``/apt/tierfleet-lab.asc``; the same repository as ``/base/...``
+  (the source hosts boot with; see :data:`tierfleet.lab.state.BASE_APT_URL`);
+- ``/jetson/...``     NVIDIA's Jetson layout, ``{common,t234,t210}/dists/r<major.minor>`` and
+  ``jetson-ota-public.asc`` (:func:`tierfleet.lab.base.ensure_jetson_repo`);
 - ``/artifacts/...``  the artifact store ``<lab dir>/artifacts`` with ``SHA256SUMS`` and
   ``manifest.json`` kept by :func:`publish`.
 
 It listens on ``127.0.0.1:<port>`` of the machine; inside every host it is reached through the
-host's unix-socket bridge as ``http://mirror.lab/apt`` and ``http://artifacts.lab/artifacts``.
+host's unix-socket bridge as ``http://mirror.lab/apt``, ``http://mirror.lab/jetson`` and ``http://artifacts.lab/artifacts``.
 GET and HEAD, with single ``Range: bytes=a-b`` requests answered 206 (resumable downloads).
 
 Faults (``tierfleet lab fault mirror ...``) are read from ``<lab dir>/mirror-fault.json`` on every
@@ -205,9 +209,12 @@ class Handler(BaseHTTPRequestHandler):
                     time.sleep(len(data) / fault["rate"])
 
 
-def serve(lab_dir: Path, apt_repo: Path, port: int, bind: str = "127.0.0.1") -> None:
+def serve(lab_dir: Path, apt_repo: Path, port: int, bind: str = "127.0.0.1", jetson_repo: Path | None = None
+          ) -> None:
     artifacts_dir(lab_dir).mkdir(parents=True, exist_ok=True)
-    Handler.roots = {"/apt/": Path(apt_repo), "/artifacts/": artifacts_dir(lab_dir)}
+    Handler.roots = {"/apt/": Path(apt_repo), "/base/": Path(apt_repo), "/artifacts/": artifacts_dir(lab_dir)}
+    if jetson_repo is not None:
+        Handler.roots["/jetson/"] = Path(jetson_repo)
     Handler.lab_dir = Path(lab_dir)
     httpd = ThreadingHTTPServer((bind, port), Handler)
     httpd.daemon_threads = True
@@ -218,9 +225,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m tierfleet.lab.mirror")
     ap.add_argument("--lab-dir", required=True, type=Path)
     ap.add_argument("--apt-repo", required=True, type=Path)
+    ap.add_argument("--jetson-repo", type=Path)
     ap.add_argument("--port", required=True, type=int)
     args = ap.parse_args(argv)
-    serve(args.lab_dir, args.apt_repo, args.port)
+    serve(args.lab_dir, args.apt_repo, args.port, jetson_repo=args.jetson_repo)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,10 @@ ARTIFACTS_NAME = "artifacts.lab"
 #: port 80, like a real mirror: services deployed into hosts keep their own ports (llama-server's 8080)
 MIRROR_PORT_IN_HOST = 80
 APT_URL = f"http://{MIRROR_NAME}/apt"
+#: the same repository under another path: the source every host boots with (``tierfleet-lab.list``),
+#: like a distribution mirror. Distinct from APT_URL so that a deploy may add APT_URL with its own
+#: ``signed-by`` (the GPU stack's CUDA repository) without apt refusing two Signed-By for one source.
+BASE_APT_URL = f"http://{MIRROR_NAME}/base"
 ARTIFACTS_URL = f"http://{ARTIFACTS_NAME}/artifacts"
 APT_KEYRING_IN_HOST = "/usr/share/keyrings/tierfleet-lab.gpg"
 APT_SUITE = "lab"
