@@ -22,7 +22,8 @@ DEFAULT_MODEL_DIR = "/var/lib/tierfleet/models"
 class HostSettings(pydantic.BaseModel):
     """The inventory keys tierfleet reads. Unknown keys (ssh_*, other deploys' data) are ignored."""
 
-    model_config = pydantic.ConfigDict(extra="ignore", frozen=True)
+    # pyinfra's --data turns "2" into 2: versions and branches are strings either way
+    model_config = pydantic.ConfigDict(extra="ignore", frozen=True, coerce_numbers_to_str=True)
 
     tier: str = pydantic.Field(
         default="auto",

@@ -105,8 +105,24 @@ def publish_tiny_model(store: Path, log=print) -> Published:
     return Published(name, TINY_MODEL_VERSION, entry, reused=False)
 
 
+def publish_ops(store: Path, log=print) -> Published:
+    """Publish the ops daemon's wheelhouse for this Python and machine (the lab hosts run the same)."""
+    import platform
+    import sys
+
+    from tierfleet.artifacts.wheelhouse import NAME, ops_version, pack_ops, release_name
+
+    version = release_name(ops_version(), f"{sys.version_info.major}.{sys.version_info.minor}", platform.machine())
+    entry = Path(store) / NAME / version
+    if _present(entry):
+        return Published(NAME, version, entry, reused=True)
+    _drop_damaged(entry, log)
+    manifest = pack_ops(Path(store))
+    return Published(manifest.name, manifest.version, entry, reused=False)
+
+
 def publish_lab_artifacts(lab_dir: Path, cache: Path | None = None, log=print) -> list[Published]:
-    """Publish the runtime and the tiny model into the lab's store; quick when both are there."""
+    """Publish the runtime, the tiny model and the ops daemon into the lab's store; quick when all are there."""
     store = artifacts_dir(lab_dir)
     store.mkdir(parents=True, exist_ok=True)
-    return [publish_runtime(store, cache, log), publish_tiny_model(store, log)]
+    return [publish_runtime(store, cache, log), publish_tiny_model(store, log), publish_ops(store, log)]

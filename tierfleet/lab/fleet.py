@@ -488,8 +488,12 @@ def tierfleet_data(profile) -> dict:
     for NVIDIA's CUDA and L4T repositories, and the profile's driver branch."""
     from tierfleet.lab.artifacts import TINY_MODEL_VERSION, tiny_model
 
+    from tierfleet.artifacts.llama_build import variant_name
+
     data = {
         "artifact_store": ARTIFACTS_URL,
+        # lab hosts are x86_64 containers without a GPU, whatever they are dressed as: all run the CPU build
+        "runtime_variant": variant_name("x86_64"),
         "model": tiny_model(),
         "model_version": TINY_MODEL_VERSION,
         "health_timeout": 60,
