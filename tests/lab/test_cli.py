@@ -63,5 +63,6 @@ def test_publish_fills_the_store_once(tmp_path, monkeypatch):
     assert "llama-server 0.3.36+" in first.output and "tiny-llama-Q8_0 1: published" in first.output
     assert (tmp_path / "artifacts/tiny-llama-Q8_0/1/manifest.json").is_file()
     assert list((tmp_path / "artifacts/llama-server").glob("*/manifest.json"))
+    assert list((tmp_path / "artifacts/tierfleet-ops").glob("*/manifest.json"))
     second = CliRunner().invoke(make_cli(), ["lab", "publish", "--cache", str(cache)])
-    assert second.exit_code == 0 and second.output.count("already published") == 2, second.output
+    assert second.exit_code == 0 and second.output.count("already published") == 3, second.output

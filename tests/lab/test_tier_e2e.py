@@ -18,26 +18,23 @@ pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[2]
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 HOST = "cpu-server"
-MODEL = {"name": "tiny-llama", "quant": "Q8_0", "file": "tiny-q8_0.gguf", "size_gb": 0.001}
 
 
 @pytest.fixture(scope="module")
 def store(lab, tmp_path_factory):
-    """Publish the runtime, the ops wheels and tiny-model versions 1 and 2 (3 has a corrupted file)."""
+    """The lab's artifacts (runtime, ops wheels, tiny model 1) plus tiny-model versions 2 and 3 (3 corrupted)."""
     from tierfleet.artifacts.gguf_tiny import write_tiny_gguf
-    from tierfleet.artifacts.llama_build import cached_runtime, pack_runtime
+    from tierfleet.artifacts.llama_build import cached_runtime
     from tierfleet.artifacts.manifest import publish
-    from tierfleet.artifacts.wheelhouse import pack_ops
+    from tierfleet.lab.artifacts import publish_lab_artifacts
     from tierfleet.lab.mirror import artifacts_dir
 
-    runtime = cached_runtime(REPO / ".cache" / "runtime")
-    if runtime is None:
+    if cached_runtime(REPO / ".cache" / "runtime") is None:
         pytest.skip("no cached llama-server: `make runtime` builds it")
+    publish_lab_artifacts(lab.root, REPO / ".cache" / "runtime", log=lambda _: None)
     store = artifacts_dir(lab.root)
-    pack_runtime(runtime, store)
-    pack_ops(store)
     work = tmp_path_factory.mktemp("models")
-    for version, seed in (("1", 1), ("2", 2), ("3", 3)):
+    for version, seed in (("2", 2), ("3", 3)):
         files = write_tiny_gguf(work / version / "tiny-q8_0.gguf", qtype="q8_0", seed=seed)
         publish(store, files, kind="model", name="tiny-llama-Q8_0", version=version, compress=False)
     bad = store / "tiny-llama-Q8_0" / "3" / "tiny-q8_0.gguf"
@@ -48,17 +45,9 @@ def store(lab, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def inventory(lab, tmp_path_factory):
-    path = tmp_path_factory.mktemp("inv") / "lab_tiny.py"
-    extra = {"artifact_store": "http://artifacts.lab/artifacts", "model": MODEL, "health_timeout": 30,
-             "runtime_variant": "linux-x86_64-cpu-v3"}
-    path.write_text(
-        "import runpy\n"
-        f"_lab = runpy.run_path({str(REPO / 'inventory' / 'lab.py')!r})\n"
-        f"_extra = {extra!r}\n"
-        "cpu_servers = [(n, {**d, **_extra}) for n, d in _lab['cpu_servers']]\n"
-    )
-    return path
+def inventory(lab):
+    """The lab's own inventory: it carries every key the tier deploy needs."""
+    return REPO / "inventory" / "lab.py"
 
 
 def deploy(inventory: Path, *args: str, deploy_file: str = "deploys/tier_advanced.py"):
@@ -82,6 +71,18 @@ def serving(lab) -> str:
     """The model file llama-server answers with (from a real completion)."""
     body = on_host(lab, "curl -fsS -d '{\"prompt\": \"Hello\", \"n_predict\": 4}' http://127.0.0.1:8080/completion")
     return json.loads(body)["model"]
+
+
+def eventually(lab, command: str, expected: str, timeout: float = 20.0) -> str:
+    """Run ``command`` on the host until it prints ``expected`` (the daemon acts on its next tick)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        got = on_host(lab, command)
+        if got == expected or time.monotonic() > deadline:
+            return got
+        time.sleep(0.5)
 
 
 def current(lab, root: str = "/var/lib/tierfleet/models") -> str:
@@ -123,13 +124,13 @@ def test_ops_daemon_applies_profiles_and_restores_on_stop(lab, converged):
     assert on_host(lab, "systemctl is-active tierfleet-ops") == "active"
     status = json.loads(on_host(lab, f"{cli} status --json"))
     assert status["pinning"]["threads"] > 0 and status["pinning"]["pids"]
-    on_host(lab, f"{cli} profile hold performance && sleep 2")
-    assert on_host(lab, gov) == "performance"
+    on_host(lab, f"{cli} profile hold performance")
+    assert eventually(lab, gov, "performance") == "performance"
     # recorded (and persisted) before the first write: the dressed intel_pstate default
     original = json.loads(on_host(lab, f"{cli} status --json"))["originals"]
     assert original["cpufreq.policy0.scaling_governor"] == "powersave"
-    on_host(lab, f"{cli} profile hold eco && sleep 2")
-    assert on_host(lab, gov) == "powersave"
+    on_host(lab, f"{cli} profile hold eco")
+    assert eventually(lab, gov, "powersave") == "powersave"
     on_host(lab, "systemctl stop tierfleet-ops")
     try:
         key = "cpufreq.policy0.scaling_governor"

@@ -6,6 +6,7 @@ no PyPI access. Published as name ``tierfleet-ops``, version ``<version>+py<majo
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -48,9 +49,11 @@ def pack_ops(store: Path, ops_dir: Path = OPS_DIR) -> Manifest:
                            platform.machine())
     with tempfile.TemporaryDirectory() as tmp:
         wheels = Path(tmp) / "wheels"
+        # SOURCE_DATE_EPOCH: the same sources build the same wheel bytes, so re-publishing is a no-op
+        env = {**os.environ, "SOURCE_DATE_EPOCH": "315532800"}
         subprocess.run(
             [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels), str(ops_dir)],
-            check=True,
+            check=True, env=env,
         )
         tarball = Path(tmp) / f"{NAME}-{version}.tar"
         with tarfile.open(tarball, "w", format=tarfile.GNU_FORMAT) as tar:
