@@ -13,8 +13,13 @@ $(BIN)/.installed: pyproject.toml ops/pyproject.toml
 	$(BIN)/pip install --quiet -e ./ops -e '.[test]'
 	touch $@
 
-demo: $(BIN)/.installed
-	$(BIN)/tierfleet preflight -i inventory/local.py
+# the lab fleet (7 hosts, one per profile), its artifacts, preflight, then the basic tier on every host that fits;
+# cpu-small is in the lab to be refused by preflight, so the deploy leaves it out
+demo: runtime
+	$(BIN)/tierfleet lab up --publish
+	-$(BIN)/tierfleet preflight -i inventory/lab.py --data tier=basic
+	$(BIN)/pyinfra -y inventory/lab.py deploys/tier_basic.py --exclude cpu-small
+	$(BIN)/tierfleet lab status
 
 # llama.cpp's llama-server, built once from the llama-cpp-python sdist (4-10 min on 2 cores), then cached
 runtime: $(BIN)/.installed

@@ -69,7 +69,7 @@ def gpu_stack(settings: HostSettings, profile: HostProfile) -> None:
         mode="644",
     )
     driver_packages = [f"cuda-drivers-{branch}"]
-    driver = apt.packages(name=f"NVIDIA driver branch {branch}", packages=driver_packages, no_recommends=True)
+    driver = apt.packages(name="NVIDIA driver (pinned branch)", packages=driver_packages, no_recommends=True)
     packages.held(name="Hold the driver branch", packages=driver_packages)
     if settings.nvidia_cuda_packages:
         apt.packages(name="CUDA runtime libraries", packages=list(settings.nvidia_cuda_packages), no_recommends=True)
