@@ -139,6 +139,17 @@ def test_ops_daemon_applies_profiles_and_restores_on_stop(lab, converged):
         on_host(lab, "systemctl start tierfleet-ops")
 
 
+def test_dry_run_shows_the_plan_and_changes_nothing(lab, converged, inventory):
+    before = current(lab)
+    run = subprocess.run([PYINFRA, "--dry", str(inventory), "deploys/tier_advanced.py", "--limit", HOST,
+                          "--data", "model_version=2"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out
+    assert re.search(r"model tiny-llama-Q8_0 2\s+1 \(cpu-server\)", out), out
+    assert current(lab) == before
+    assert "tiny-llama-Q8_0-2" not in on_host(lab, "ls /var/lib/tierfleet/models/releases")
+
+
 def test_upgrade_then_rollback(lab, converged, inventory):
     rc, out = deploy(inventory, "--data", "model_version=2")
     assert rc == 0, out

@@ -112,4 +112,38 @@ def test_preflight_check_noop_and_refusal(monkeypatch):
     assert commands == [] and noops == ["fits tier basic"]
     commands, noops = run("nano", "advanced")
     assert noops == [] and len(commands) == 1
-    assert commands[0].args == ("unified memory: needs 5.5 GB, has 4.2 GB; cores: needs 8, has 4",)
+    assert commands[0].args == ("preflight refused: unified memory: needs 5.5 GB, has 4.2 GB; cores: needs 8, has 4",)
+
+
+INSTALL = ("python3 -m venv --clear /opt/tierfleet-ops/venv && /opt/tierfleet-ops/venv/bin/pip install --quiet "
+           "--no-index --find-links /opt/tierfleet/ops/current/wheels tierfleet-ops==0.1.0")
+
+
+@pytest.mark.parametrize(
+    ("installed", "commands", "noop"),
+    [
+        (["tierfleet-ops, version 0.1.0"], [], "tierfleet-ops 0.1.0 installed in /opt/tierfleet-ops/venv"),
+        (["tierfleet-ops, version 0.0.9"], [INSTALL], None),
+        ([], [INSTALL], None),
+    ],
+    ids=["same-version", "older-version", "no-venv"],
+)
+def test_ops_daemon_installed(installed, commands, noop):
+    from tierfleet.operations import daemon
+
+    args = {"venv": "/opt/tierfleet-ops/venv", "wheels": "/opt/tierfleet/ops/current/wheels", "version": "0.1.0"}
+    fact = "tierfleet.facts.ops.OpsInstalled"
+    got, noops = run_operation(daemon.installed, args, {fact: {"venv=/opt/tierfleet-ops/venv": installed}})
+    assert got == commands
+    assert noops == ([noop] if noop else [])
+    after = {fact: {"venv=/opt/tierfleet-ops/venv": ["tierfleet-ops, version 0.1.0"]}}
+    assert run_operation(daemon.installed, args, after)[0] == []
+
+
+def test_ops_daemon_installed_quotes_paths():
+    from tierfleet.operations import daemon
+
+    venv = "/opt/x y;reboot"
+    facts = {"tierfleet.facts.ops.OpsInstalled": {f"venv={venv}": []}}
+    [command], _ = run_operation(daemon.installed, {"venv": venv, "wheels": "/w", "version": "1"}, facts)
+    assert command.startswith("python3 -m venv --clear '/opt/x y;reboot' && '/opt/x y;reboot/bin/pip' install")

@@ -18,7 +18,7 @@ def installed(venv: str, wheels: str, version: str):
     + wheels: directory of wheels (the ops release's ``wheels/``)
     + version: the package version wanted
     """
-    if host.get_fact(OpsInstalled, venv) == version:
+    if host.get_fact(OpsInstalled, venv=venv) == version:
         host.noop(f"tierfleet-ops {version} installed in {venv}")
         return
     yield (

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from pyinfra import host, logger
-from pyinfra.api import FunctionCommand, operation
+from pyinfra import host
+from pyinfra.api import operation
 
+from tierfleet.operations._fail import fail_host
 from tierfleet.facts.nvidia import NvidiaDriverInstalled, NvidiaDriverLoaded, NvidiaGpus
-
-
-def _fail(state, host, message: str) -> bool:  # noqa: ARG001 - pyinfra passes state and host by name
-    host.log_styled(message, fg="red", log_func=logger.error)
-    return False
 
 
 @operation(is_idempotent=True)
@@ -36,4 +32,4 @@ def driver_consistent(branch: str | None = None):
     if problem is None:
         host.noop(f"NVIDIA driver {loaded} loaded and consistent")
         return
-    yield FunctionCommand(_fail, (f"NVIDIA driver check failed: {problem}",), {})
+    yield fail_host(f"NVIDIA driver check failed: {problem}")

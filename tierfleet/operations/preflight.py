@@ -6,12 +6,13 @@ other hosts go on.
 
 from __future__ import annotations
 
-from pyinfra import host, logger
-from pyinfra.api import FunctionCommand, operation
+from pyinfra import host
+from pyinfra.api import operation
 from pyinfra.api.exceptions import OperationValueError
 
 from tierfleet.catalog import load_catalog
 from tierfleet.exceptions import ConfigError
+from tierfleet.operations._fail import fail_host
 from tierfleet.preflight import Verdict, check_host
 from tierfleet.profile import build_profile, gather_facts
 from tierfleet.settings import HostSettings, host_settings
@@ -32,11 +33,6 @@ def host_verdict(current_host, tier: str | None = None, catalog_path: str | None
         raise OperationValueError(str(exc)) from None
     profile = build_profile(current_host.name, gather_facts(current_host, settings.model_dir))
     return check_host(profile, catalog, settings.tier, settings.model)
-
-
-def _refuse(state, host, reason: str) -> bool:  # noqa: ARG001 - pyinfra passes state and host by name
-    host.log_styled(f"preflight refused: {reason}", fg="red", log_func=logger.error)
-    return False
 
 
 @operation(is_idempotent=True)
@@ -62,15 +58,10 @@ def check(tier: str | None = None, catalog: str | None = None, verdict: Verdict 
         extra = f" (warnings: {'; '.join(verdict.warnings)})" if verdict.warnings else ""
         host.noop(f"fits tier {verdict.tier}{extra}")
         return
-    yield FunctionCommand(_refuse, (verdict.reason,), {})
+    yield fail_host(f"preflight refused: {verdict.reason}")
 
 
 @operation(is_idempotent=True)
 def fail(message: str):
     """Fail this host with ``message`` (a deploy's own check that found something wrong), running nothing."""
-    yield FunctionCommand(_refuse_with, (message,), {})
-
-
-def _refuse_with(state, host, message: str) -> bool:  # noqa: ARG001 - pyinfra passes state and host by name
-    host.log_styled(message, fg="red", log_func=logger.error)
-    return False
+    yield fail_host(message)
