@@ -50,6 +50,7 @@ class HostSettings(pydantic.BaseModel):
         "architecture and CPU flags, see tierfleet.deploys.tier.runtime_variant)",
     )
     runtime_port: int = pydantic.Field(default=8080, ge=1024, le=65535, description="llama-server port on 127.0.0.1")
+    mlock: bool = pydantic.Field(default=False, description="lock the model in RAM (llama-server --mlock)")
     keep_releases: int = pydantic.Field(default=3, ge=2, le=20, description="releases kept per artifact (>= 2 for rollback)")
     health_timeout: int = pydantic.Field(default=120, ge=5, le=3600, description="seconds the health gate waits")
     runtime_mode: Literal["native", "container"] = pydantic.Field(

@@ -22,7 +22,8 @@ HOST = "cpu-server"
 
 @pytest.fixture(scope="module")
 def store(lab, tmp_path_factory):
-    """The lab's artifacts (runtime, ops wheels, tiny model 1) plus tiny-model versions 2 and 3 (3 corrupted)."""
+    """The lab's artifacts (runtime, ops wheels, tiny model 1) plus tiny-model versions 2 to 5: 3 is corrupted
+    in the store, 4 is only ever tried on a full disk, 5 verifies but does not load."""
     from tierfleet.artifacts.gguf_tiny import write_tiny_gguf
     from tierfleet.artifacts.llama_build import cached_runtime
     from tierfleet.artifacts.manifest import publish
@@ -34,9 +35,13 @@ def store(lab, tmp_path_factory):
     publish_lab_artifacts(lab.root, REPO / ".cache" / "runtime", log=lambda _: None)
     store = artifacts_dir(lab.root)
     work = tmp_path_factory.mktemp("models")
-    for version, seed in (("2", 2), ("3", 3)):
+    for version, seed in (("2", 2), ("3", 3), ("4", 4)):
         files = write_tiny_gguf(work / version / "tiny-q8_0.gguf", qtype="q8_0", seed=seed)
         publish(store, files, kind="model", name="tiny-llama-Q8_0", version=version, compress=False)
+    # version 5: checksums right, but not a model llama-server can load
+    (work / "5").mkdir()
+    (work / "5" / "tiny-q8_0.gguf").write_bytes(b"GGUF" + bytes(4096))
+    publish(store, [work / "5" / "tiny-q8_0.gguf"], kind="model", name="tiny-llama-Q8_0", version="5", compress=False)
     bad = store / "tiny-llama-Q8_0" / "3" / "tiny-q8_0.gguf"
     data = bytearray(bad.read_bytes())
     data[-1] ^= 0xFF
@@ -68,9 +73,11 @@ def on_host(lab, command: str) -> str:
 
 
 def serving(lab) -> str:
-    """The model file llama-server answers with (from a real completion)."""
+    """The model release llama-server answers with (from a real completion: its model file's path)."""
     body = on_host(lab, "curl -fsS -d '{\"prompt\": \"Hello\", \"n_predict\": 4}' http://127.0.0.1:8080/completion")
-    return json.loads(body)["model"]
+    path = json.loads(body)["model"]
+    assert path.startswith("/var/lib/tierfleet/models/releases/") and path.endswith("/tiny-q8_0.gguf"), path
+    return path.split("/")[-2]
 
 
 def eventually(lab, command: str, expected: str, timeout: float = 20.0) -> str:
@@ -100,7 +107,7 @@ def test_first_converge_serves_and_rerun_changes_nothing(lab, converged, invento
     success, error, _ = grand_total(converged)
     assert success > 0 and error == 0
     assert on_host(lab, "curl -fsS http://127.0.0.1:8080/health") == '{"status":"ok"}'
-    assert serving(lab) == "/var/lib/tierfleet/models/current/tiny-q8_0.gguf"
+    assert serving(lab) == "tiny-llama-Q8_0-1"
     assert current(lab) == "releases/tiny-llama-Q8_0-1"
     rc, out = deploy(inventory)
     assert rc == 0 and grand_total(out)[:2] == (0, 0), out
@@ -112,10 +119,20 @@ def test_service_is_unprivileged_hardened_and_pinned(lab, converged):
     unit = on_host(lab, "systemctl show llama-server -p NoNewPrivileges -p ProtectSystem -p ProtectHome -p PrivateTmp")
     assert sorted(unit.splitlines()) == ["NoNewPrivileges=yes", "PrivateTmp=yes", "ProtectHome=yes",
                                          "ProtectSystem=strict"]
-    allowed = on_host(lab, "grep Cpus_allowed_list /proc/$(pgrep -o llama-server)/status")
-    threads = re.search(r"--threads (\d+)", on_host(lab, "ps -o args= -C llama-server")).group(1)
-    # the lab host's kernel has this machine's CPUs; the OS keeps the lowest one
-    assert allowed.split()[-1] != "0" and int(threads) >= 1
+    from tierfleet.facts._util import parse_cpu_list
+
+    unit_cpus = on_host(lab, "systemctl show -p CPUAffinity --value llama-server").split()
+    allowed = on_host(lab, "grep Cpus_allowed_list /proc/$(pgrep -o llama-server)/status").split()[-1]
+    threads = int(re.search(r"--threads (\d+)", on_host(lab, "ps -o args= -C llama-server")).group(1))
+    from tierfleet.facts.cpu import CpuTopology
+    from tierfleet.placement import place
+
+    topology = CpuTopology().process(on_host(lab, CpuTopology().command()).splitlines())
+    kernel = parse_cpu_list(on_host(lab, "grep Cpus_allowed_list /proc/1/status").split()[-1])
+    expected = place(topology, kernel)
+    # the dressed 16-core topology cut down to the CPUs the kernel really gives the host
+    assert unit_cpus and parse_cpu_list(allowed) == [int(c) for c in unit_cpus] == list(expected.cpus)
+    assert threads == expected.threads and not set(expected.reserved) & set(expected.cpus)
 
 
 def test_ops_daemon_applies_profiles_and_restores_on_stop(lab, converged):
@@ -126,15 +143,19 @@ def test_ops_daemon_applies_profiles_and_restores_on_stop(lab, converged):
     assert status["pinning"]["threads"] > 0 and status["pinning"]["pids"]
     on_host(lab, f"{cli} profile hold performance")
     assert eventually(lab, gov, "performance") == "performance"
-    # recorded (and persisted) before the first write: the dressed intel_pstate default
+    # recorded (and persisted) before the daemon's first write to it
     original = json.loads(on_host(lab, f"{cli} status --json"))["originals"]
-    assert original["cpufreq.policy0.scaling_governor"] == "powersave"
+    assert original["cpufreq.policy0.scaling_governor"] in ("powersave", "performance")
     on_host(lab, f"{cli} profile hold eco")
     assert eventually(lab, gov, "powersave") == "powersave"
+    # leave the governor at the value that differs from the original, so the restore is visible
+    other = "performance" if original["cpufreq.policy0.scaling_governor"] == "powersave" else "eco"
+    on_host(lab, f"{cli} profile hold {other}")
+    assert eventually(lab, gov, "performance" if other == "performance" else "powersave") != \
+        original["cpufreq.policy0.scaling_governor"]
     on_host(lab, "systemctl stop tierfleet-ops")
     try:
-        key = "cpufreq.policy0.scaling_governor"
-        assert on_host(lab, gov) == original[key]
+        assert on_host(lab, gov) == original["cpufreq.policy0.scaling_governor"]
     finally:
         on_host(lab, "systemctl start tierfleet-ops")
 
@@ -155,11 +176,11 @@ def test_upgrade_then_rollback(lab, converged, inventory):
     assert rc == 0, out
     assert current(lab) == "releases/tiny-llama-Q8_0-2"
     assert on_host(lab, "readlink /var/lib/tierfleet/models/previous") == "releases/tiny-llama-Q8_0-1"
-    assert serving(lab).endswith("tiny-q8_0.gguf")
+    assert serving(lab) == "tiny-llama-Q8_0-2"
     rc, out = deploy(inventory, "--data", "model_version=2", deploy_file="deploys/rollback.py")
     assert rc == 0, out
     assert current(lab) == "releases/tiny-llama-Q8_0-1"
-    assert on_host(lab, "curl -fsS http://127.0.0.1:8080/health") == '{"status":"ok"}'
+    assert serving(lab) == "tiny-llama-Q8_0-1"
     rc, out = deploy(inventory, "--data", "model_version=2", deploy_file="deploys/rollback.py")
     assert rc == 0 and grand_total(out)[:2] == (0, 0), out  # already rolled back
 
@@ -179,7 +200,7 @@ def test_bad_artifacts_fail_the_host_and_keep_the_release(lab, converged, invent
     assert rc == 1
     assert re.search(message, out), out
     assert current(lab) == before
-    assert serving(lab) == "/var/lib/tierfleet/models/current/tiny-q8_0.gguf"
+    assert serving(lab) == before.split("/")[-1]
     leftovers = on_host(lab, "ls /var/lib/tierfleet/models/releases; ls -A /var/lib/tierfleet/models/.staging 2>/dev/null")
     assert "tiny-llama-Q8_0-3" not in leftovers and "tiny-llama-Q8_0-9" not in leftovers
 
@@ -188,13 +209,23 @@ def test_full_disk_fails_the_host_and_keeps_the_release(lab, converged, inventor
     before = current(lab)
     lab.fault("fill-disk", HOST)
     try:
-        rc, out = deploy(inventory, "--data", "model_version=2", "--data", "keep_releases=2")
+        rc, out = deploy(inventory, "--data", "model_version=4")
     finally:
         lab.clear()
     assert rc == 1
     assert re.search(r"(disk|space)", out, re.I), out
     assert current(lab) == before
     assert on_host(lab, "curl -fsS http://127.0.0.1:8080/health") == '{"status":"ok"}'
+
+
+def test_model_that_does_not_load_is_rolled_back_by_the_health_gate(lab, converged, inventory):
+    before = current(lab)
+    rc, out = deploy(inventory, "--data", "model_version=5", "--data", "health_timeout=8")
+    assert rc == 1
+    assert "tierfleet: health gate failed" in out, out
+    assert current(lab) == before
+    assert serving(lab) == before.split("/")[-1]
+    assert on_host(lab, "readlink /opt/tierfleet/runtime/current").startswith("releases/0.3.36+")
 
 
 def test_unknown_tier_is_refused_before_anything_runs(lab, converged, inventory):

@@ -71,28 +71,30 @@ def run(script: str, tmp_path: Path) -> subprocess.CompletedProcess:
 
 def test_healthy_server_passes_and_changes_nothing(server, tmp_path):
     root = release_root(tmp_path, "model")
-    result = run(health_script(server.server_port, 10, "llama-server.service", [str(root)]), tmp_path)
+    result = run(health_script(server.server_port, 10, "llama-server.service", {str(root): "releases/a"}), tmp_path)
     assert result.returncode == 0, result.stderr
     assert os.readlink(root / "current") == "releases/b"
-    assert not (tmp_path / "systemctl.log").exists()
+    assert (tmp_path / "systemctl.log").read_text() == "restart llama-server.service\n"
 
 
 def test_unhealthy_server_rolls_every_root_back(server, tmp_path):
     Server.healthy = False
     try:
-        roots = [release_root(tmp_path, "runtime"), release_root(tmp_path, "model")]
+        switched = release_root(tmp_path, "model")      # this run moved a -> b
+        untouched = release_root(tmp_path, "runtime")   # this run left it on b
         first = tmp_path / "first"
         first.mkdir()
-        (first / "current").symlink_to("releases/x")  # no previous: left as it is
-        script = health_script(server.server_port, 2, "llama-server.service", [*map(str, roots), str(first)])
-        result = run(script, tmp_path)
+        (first / "current").symlink_to("releases/x")  # nothing served before: left as it is
+        restore = {str(switched): "releases/a", str(untouched): "releases/b", str(first): ""}
+        result = run(health_script(server.server_port, 2, "llama-server.service", restore), tmp_path)
     finally:
         Server.healthy = True
     assert result.returncode == 1
-    assert "tierfleet: health gate failed" in result.stderr and "returning to the previous release" in result.stderr
-    assert [os.readlink(r / "current") for r in roots] == ["releases/a", "releases/a"]
+    assert "tierfleet: health gate failed" in result.stderr and "the release that served before" in result.stderr
+    assert os.readlink(switched / "current") == "releases/a"
+    assert os.readlink(untouched / "current") == "releases/b"
     assert os.readlink(first / "current") == "releases/x"
-    assert (tmp_path / "systemctl.log").read_text() == "restart llama-server.service\n"
+    assert (tmp_path / "systemctl.log").read_text() == "restart llama-server.service\n" * 2
 
 
 def test_nothing_listening_fails_within_the_timeout(tmp_path):
@@ -101,7 +103,35 @@ def test_nothing_listening_fails_within_the_timeout(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    result = run(health_script(port, 1, "x'; touch /tmp/tierfleet-pwned; '", []), tmp_path)
+    result = run(health_script(port, 1, "x'; touch /tmp/tierfleet-pwned; '", {}), tmp_path)
     assert result.returncode == 1
-    assert (tmp_path / "systemctl.log").read_text() == "restart x'; touch /tmp/tierfleet-pwned; '\n"
+    assert (tmp_path / "systemctl.log").read_text() == "restart x'; touch /tmp/tierfleet-pwned; '\n" * 2
     assert not Path("/tmp/tierfleet-pwned").exists()
+
+
+def test_failed_restart_is_a_failed_gate(server, tmp_path):
+    root = release_root(tmp_path, "model")
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "systemctl").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/systemctl.log\nexit 1\n')
+    (shim / "systemctl").chmod(0o755)
+    env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}"}
+    script = health_script(server.server_port, 5, "llama-server.service", {str(root): "releases/a"})
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 1
+    assert os.readlink(root / "current") == "releases/a"
+
+
+def test_health_without_completion_fails(tmp_path):
+    class NoCompletion(Server):
+        def do_POST(self):
+            self._send(500, {"error": {"message": "failed to decode"}})
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), NoCompletion)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        result = run(health_script(httpd.server_port, 2, "llama-server.service", {}), tmp_path)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert result.returncode == 1

@@ -115,8 +115,10 @@ def test_preflight_check_noop_and_refusal(monkeypatch):
     assert commands[0].args == ("preflight refused: unified memory: needs 5.5 GB, has 4.2 GB; cores: needs 8, has 4",)
 
 
-INSTALL = ("python3 -m venv --clear /opt/tierfleet-ops/venv && /opt/tierfleet-ops/venv/bin/pip install --quiet "
-           "--no-index --find-links /opt/tierfleet/ops/current/wheels tierfleet-ops==0.1.0")
+INSTALL = ("python3 -m venv --clear /opt/tierfleet-ops/venvs/0.1.0 && /opt/tierfleet-ops/venvs/0.1.0/bin/pip install "
+           "--quiet --no-index --find-links /opt/tierfleet/ops/current/wheels tierfleet-ops==0.1.0 && "
+           "ln -sfn /opt/tierfleet-ops/venvs/0.1.0 /opt/tierfleet-ops/venv.tmp && "
+           "mv -T /opt/tierfleet-ops/venv.tmp /opt/tierfleet-ops/venv")
 
 
 @pytest.mark.parametrize(
@@ -146,4 +148,4 @@ def test_ops_daemon_installed_quotes_paths():
     venv = "/opt/x y;reboot"
     facts = {"tierfleet.facts.ops.OpsInstalled": {f"venv={venv}": []}}
     [command], _ = run_operation(daemon.installed, {"venv": venv, "wheels": "/w", "version": "1"}, facts)
-    assert command.startswith("python3 -m venv --clear '/opt/x y;reboot' && '/opt/x y;reboot/bin/pip' install")
+    assert command.startswith("python3 -m venv --clear '/opt/x y;reboots/1' && '/opt/x y;reboots/1/bin/pip' install")

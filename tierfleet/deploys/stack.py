@@ -15,10 +15,11 @@ import re
 from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import OperationValueError, deploy
+from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
 
 from tierfleet.operations import nvidia, packages
+from tierfleet.operations import preflight as preflight_ops
 from tierfleet.profile import HostProfile
 from tierfleet.settings import HostSettings, cuda_repo_for
 
@@ -51,10 +52,12 @@ def gpu_stack(settings: HostSettings, profile: HostProfile) -> None:
     branch = settings.nvidia_driver_branch
     repo = settings.nvidia_repo or cuda_repo_for(profile.os_id, profile.os_version_id, profile.arch)
     if repo is None:
-        raise OperationValueError(
-            f"host {profile.name}: no NVIDIA repository known for {profile.os or 'this OS'} on {profile.arch}; "
-            "set nvidia_repo (and nvidia_repo_key) in the inventory"
+        preflight_ops.fail(
+            name="NVIDIA repository for this OS",
+            message=f"tierfleet: no NVIDIA repository known for {profile.os or 'this OS'} on {profile.arch}; "
+            "set nvidia_repo (and nvidia_repo_key) in the inventory",
         )
+        return
     repo = repo.rstrip("/")
     keyring = "/usr/share/keyrings/cuda-archive-keyring.asc"
     # cuda-keyring's own file name for NVIDIA's repository (cuda-ubuntu2204-x86_64.list); apt ignores
@@ -68,16 +71,28 @@ def gpu_stack(settings: HostSettings, profile: HostProfile) -> None:
         dest="/etc/modprobe.d/tierfleet-blacklist-nouveau.conf",
         mode="644",
     )
-    driver_packages = [f"cuda-drivers-{branch}"]
-    driver = apt.packages(name="NVIDIA driver (pinned branch)", packages=driver_packages, no_recommends=True)
-    packages.held(name="Hold the driver branch", packages=driver_packages)
+    files.put(
+        name="Load nvidia-uvm at boot",
+        src=StringIO("# Managed by tierfleet: CUDA needs nvidia-uvm; the hardened model server cannot load it.\nnvidia-uvm\n"),
+        dest="/etc/modules-load.d/tierfleet-nvidia.conf",
+        mode="644",
+    )
+    driver = apt.packages(name="NVIDIA driver (pinned branch)", packages=[f"cuda-drivers-{branch}"],
+                          no_recommends=True)
+    number = re.escape(branch.split("-")[0])
+    packages.held_matching(
+        name="Hold the whole driver branch",
+        pattern=rf"^cuda-drivers-{number}$|^(lib)?nvidia-[a-z0-9-]*-{number}(-open)?(-server)?$",
+    )
     if settings.nvidia_cuda_packages:
         apt.packages(name="CUDA runtime libraries", packages=list(settings.nvidia_cuda_packages), no_recommends=True)
     if settings.runtime_mode == "container":
         apt.packages(name="NVIDIA container toolkit", packages=["nvidia-container-toolkit"], no_recommends=True)
     # enabled before the reboot, started after it: on a fresh install no module is loaded until then
     systemd.service(name="Enable nvidia-persistenced", service="nvidia-persistenced", running=None, enabled=True)
-    server.reboot(name="Reboot into the new driver", _if=driver.did_change)
+    # also when an earlier run installed the driver but never rebooted (loaded module != installed one)
+    server.reboot(name="Reboot into the new driver", reboot_timeout=900,
+                  _if=lambda: driver.did_change() or profile.driver_mismatch)
     systemd.service(name="Start nvidia-persistenced", service="nvidia-persistenced", running=True)
     nvidia.driver_consistent(name="Loaded driver matches the installed one", branch=branch)
 

@@ -1,32 +1,34 @@
 """The tier deploy: converge a host to a serving model of its tier, or refuse it untouched.
 
-Per host, in order: preflight (a host that does not fit is failed before anything runs) -> platform stack
-(:mod:`tierfleet.deploys.stack`) -> runtime (llama-server from the artifact store, a verified release) ->
-model (a verified release) -> service user and unit -> switch both releases atomically -> restart ->
-health gate (``/health`` and one completion, else both releases go back to ``previous``) -> prune.
+Per host, in order: preflight (a host that does not fit is failed before anything runs) -> every artifact's
+manifest from the store (a missing one fails the host before anything changes) -> host tools -> platform
+stack (:mod:`tierfleet.deploys.stack`) -> runtime and model as verified releases -> service user and unit ->
+switch both releases atomically -> health gate (restart, ``/health`` and one completion; on failure every
+release this run switched goes back to what served before) -> prune -> the ops daemon.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pyinfra import host
-from pyinfra.api import OperationValueError, deploy
-from pyinfra.operations import files, server, systemd
+from pyinfra import host, logger
+from pyinfra.api import deploy
+from pyinfra.operations import apt, files, server, systemd
 
 from tierfleet.artifacts import wheelhouse
 from tierfleet.artifacts.llama_build import variant_name
-from tierfleet.catalog import load_catalog
+from tierfleet.catalog import Catalog, ModelArtifact, load_catalog
+from tierfleet.deploys import stack
 from tierfleet.exceptions import ConfigError
 from tierfleet.facts.artifacts import StoreManifest, manifest_of, manifest_url
 from tierfleet.facts.cpu import AllowedCpus
-from tierfleet.operations import preflight as preflight_ops
 from tierfleet.facts.ops import PythonVersion
+from tierfleet.facts.release import Releases
 from tierfleet.operations import daemon, release, runtime
+from tierfleet.operations import preflight as preflight_ops
 from tierfleet.placement import place
-from tierfleet.profile import build_profile, gather_facts
-from tierfleet.deploys import stack
-from tierfleet.preflight import check_host
+from tierfleet.preflight import Verdict, check_host
+from tierfleet.profile import HostProfile, build_profile, gather_facts
 from tierfleet.settings import HostSettings, host_settings
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -35,6 +37,9 @@ OPS_ROOT = "/opt/tierfleet/ops"
 OPS_VENV = "/opt/tierfleet-ops/venv"
 SERVICE_USER = "tierfleet"
 UNIT = "llama-server.service"
+#: what the deploy itself runs on the host: curl fetches artifacts, zstd unpacks them, python3-venv holds the
+#: ops daemon
+HOST_TOOLS = ["ca-certificates", "curl", "zstd", "python3-venv"]
 
 
 def runtime_variant(profile) -> str:
@@ -64,6 +69,27 @@ def runtime_variant(profile) -> str:
     return variant_name(machine)
 
 
+def model_release_id(settings: HostSettings, model: ModelArtifact) -> str:
+    """The release directory name of a model version: ``<name>-<quant>-<version>``."""
+    return f"{model.name}-{model.quant}-{settings.model_version}"
+
+
+def _resolve(name: str | None) -> tuple[Catalog, HostSettings, dict, HostProfile, Verdict] | None:
+    """Read this host's settings and facts and check it against its tier; fail the host on bad data."""
+    try:
+        catalog = load_catalog()
+        data = {key: host.data.get(key) for key in HostSettings.model_fields}
+        if name is not None:
+            data["tier"] = name
+        settings = host_settings(data, catalog, f"inventory: host {host.name}")
+    except ConfigError as exc:
+        preflight_ops.fail(name="Inventory data is valid", message=f"tierfleet: {exc}")
+        return None
+    facts = gather_facts(host, settings.model_dir)
+    profile = build_profile(host.name, facts)
+    return catalog, settings, facts, profile, check_host(profile, catalog, settings.tier, settings.model)
+
+
 def _manifest(url: str, what: str):
     value = host.get_fact(StoreManifest, url)
     if "error" in value:
@@ -74,68 +100,49 @@ def _manifest(url: str, what: str):
         return None, f"tierfleet: {what} manifest {url}: {exc}"
 
 
-def _settings(name: str | None):
-    try:
-        catalog = load_catalog()
-        data = {key: host.data.get(key) for key in HostSettings.model_fields}
-        if name is not None:
-            data["tier"] = name
-        return catalog, host_settings(data, catalog, f"inventory: host {host.name}")
-    except ConfigError as exc:
-        raise OperationValueError(str(exc)) from None
-
-
-def model_release_id(settings: HostSettings, model) -> str:
-    """The release directory name of a model version: ``<name>-<quant>-<version>``."""
-    return f"{model.name}-{model.quant}-{settings.model_version}"
-
-
-@deploy("tierfleet rollback")
-def rollback() -> None:
-    """Move the model's ``current`` off the release of the host's ``model_version`` (the bad one) to the
-    previous release, restart llama-server and check it answers.
-
-    ``pyinfra inventory/lab.py deploys/rollback.py --data model_version=2`` rolls version 2 back; set the
-    inventory's ``model_version`` to the good one afterwards, or the next tier deploy installs 2 again.
-    """
-    catalog, settings = _settings(None)
-    model = settings.model or catalog.tier(settings.tier if settings.tier != "auto" else "basic").model
-    back = release.rollback(name=f"Roll back model {settings.model_version}", root=settings.model_dir.rstrip("/"),
-                            release=model_release_id(settings, model))
-    systemd.service(name="llama-server restarted", service=UNIT, running=True, restarted=True, _if=back.did_change)
-    runtime.healthy(name="Health gate", port=settings.runtime_port, timeout=settings.health_timeout, unit=UNIT,
-                    _if=back.did_change)
+def _current_target(root: str) -> str:
+    return host.get_fact(Releases, root=root)["current_target"] or ""
 
 
 @deploy("tierfleet tier")
 def tier(name: str | None = None) -> None:
     """Converge this host to tier ``name`` (default: its ``tier`` inventory data)."""
-    catalog, settings = _settings(name)
-
-    facts = gather_facts(host, settings.model_dir)
-    profile = build_profile(host.name, facts)
-    verdict = check_host(profile, catalog, settings.tier, settings.model)
+    resolved = _resolve(name)
+    if resolved is None:
+        return
+    catalog, settings, facts, profile, verdict = resolved
     preflight_ops.check(name=f"Host fits tier {settings.tier}", verdict=verdict)
     if not verdict.fits:
         return
     chosen = catalog.tier(verdict.tier)
     model = settings.model or chosen.model
+    store = settings.artifact_store.rstrip("/")
+    model_root = settings.model_dir.rstrip("/")
 
+    # every artifact's manifest first: a missing one fails the host before anything changes
+    runtime_release = f"{settings.runtime_version}+{settings.runtime_variant or runtime_variant(profile)}"
+    model_name = f"{model.name}-{model.quant}"
+    python = host.get_fact(PythonVersion) or "3"
+    ops_release = wheelhouse.release_name(wheelhouse.ops_version(), python, profile.arch or "x86_64")
+    manifests = {}
+    for key, url, what in (
+        ("runtime", manifest_url(store, "llama-server", runtime_release), "runtime"),
+        ("model", manifest_url(store, model_name, settings.model_version), "model"),
+        ("ops", manifest_url(store, wheelhouse.NAME, ops_release), "ops daemon"),
+    ):
+        manifests[key], error = _manifest(url, what)
+        if error:
+            preflight_ops.fail(name="Artifacts are in the store", message=error)
+            return
+
+    apt.packages(name="Host tools for the deploy", packages=HOST_TOOLS, no_recommends=True)
     if profile.platform == "gpu":
         stack.gpu_stack(settings, profile)
     elif profile.platform == "jetson":
         stack.jetson_stack(settings, profile)
 
-    store = settings.artifact_store.rstrip("/")
-    runtime_release = f"{settings.runtime_version}+{settings.runtime_variant or runtime_variant(profile)}"
-    model_name = f"{model.name}-{model.quant}"
-    runtime_manifest, runtime_error = _manifest(manifest_url(store, "llama-server", runtime_release), "runtime")
-    model_manifest, model_error = _manifest(manifest_url(store, model_name, settings.model_version), "model")
-    if runtime_error or model_error:
-        preflight_ops.fail(name="Artifacts are in the store", message=runtime_error or model_error)
-        return
-
-    model_root = settings.model_dir.rstrip("/")
+    before = {RUNTIME_ROOT: _current_target(RUNTIME_ROOT), model_root: _current_target(model_root)}
+    runtime_manifest, model_manifest = manifests["runtime"], manifests["model"]
     runtime_art = release.artifact(
         name="llama-server runtime", root=RUNTIME_ROOT, release=runtime_release, manifest=runtime_manifest,
         source=f"{store}/llama-server/{runtime_release}/", compressed=runtime_manifest.compressed, unpack=True,
@@ -144,19 +151,22 @@ def tier(name: str | None = None) -> None:
     model_art = release.artifact(
         name=f"model {model_name} {settings.model_version}", root=model_root, release=model_release,
         manifest=model_manifest, source=f"{store}/{model_name}/{settings.model_version}/",
-        compressed=model_manifest.compressed,
+        compressed=model_manifest.compressed, env={"LLAMA_ARG_MODEL": "{release}/" + model_manifest.entrypoint},
     )
 
+    groups = ["video"] if profile.platform == "jetson" else []
     user = server.user(name="Service user", user=SERVICE_USER, system=True, shell="/usr/sbin/nologin",
-                       home="/nonexistent", create_home=False)
+                       home="/nonexistent", create_home=False, groups=groups or None)
     placement = place(facts["topology"], host.get_fact(AllowedCpus), chosen.reserved_cores)
+    for warning in placement.warnings:
+        host.log_styled(f"placement: {warning}", fg="yellow", log_func=logger.warning)
     unit = files.template(
         name="llama-server unit",
         src=str(TEMPLATES / "llama-server.service.j2"),
         dest=f"/etc/systemd/system/{UNIT}",
         mode="644",
         runtime_root=RUNTIME_ROOT,
-        model_path=f"{model_root}/current/{model_manifest.entrypoint}",
+        model_root=model_root,
         port=settings.runtime_port,
         threads=placement.threads,
         cpus=" ".join(str(c) for c in placement.cpus),
@@ -165,61 +175,76 @@ def tier(name: str | None = None) -> None:
         parallel=chosen.runtime.parallel,
         tier=chosen.name,
         service_user=SERVICE_USER,
-        mlock=False,
+        groups=" ".join(groups),
+        mlock=settings.mlock,
     )
     switch_runtime = release.switch(name="Switch runtime", root=RUNTIME_ROOT, release=runtime_release)
     switch_model = release.switch(name="Switch model", root=model_root, release=model_release)
     changed = (runtime_art, model_art, unit, switch_runtime, switch_model, user)
 
-    def any_changed() -> bool:
-        return any(op.did_change() for op in changed)
-
     systemd.daemon_reload(name="Reload units", _if=unit.did_change)
-    systemd.service(name="llama-server running", service=UNIT, running=True, enabled=True,
-                    restarted=True, _if=any_changed)
     systemd.service(name="llama-server enabled", service=UNIT, running=True, enabled=True)
     runtime.healthy(name="Health gate", port=settings.runtime_port, timeout=settings.health_timeout, unit=UNIT,
-                    roots=[RUNTIME_ROOT, model_root], _if=any_changed)
+                    restore=before, _if=lambda: any(op.did_change() for op in changed))
     release.prune(name="Prune runtime releases", root=RUNTIME_ROOT, keep=settings.keep_releases)
     release.prune(name="Prune model releases", root=model_root, keep=settings.keep_releases)
-    ops_daemon(settings, profile, chosen.reserved_cores)
+    ops_daemon(settings, profile, chosen.reserved_cores, manifests["ops"], ops_release)
 
 
 @deploy("tierfleet ops daemon")
-def ops_daemon(settings: HostSettings, profile, reserve: int) -> None:
+def ops_daemon(settings: HostSettings, profile: HostProfile, reserve: int, manifest, ops_release: str) -> None:
     """Install the ops daemon (its own venv, from a verified wheelhouse release), its policy and unit."""
-    python = host.get_fact(PythonVersion)
-    if python is None:
-        preflight_ops.fail(name="python3 for the ops daemon", message="tierfleet: no python3 on the host for the ops daemon")
-        return
     store = settings.artifact_store.rstrip("/")
-    version = wheelhouse.ops_version()
-    ops_release = wheelhouse.release_name(version, python, profile.arch or "x86_64")
-    manifest, error = _manifest(manifest_url(store, wheelhouse.NAME, ops_release), "ops daemon")
-    if error:
-        preflight_ops.fail(name="Ops daemon in the store", message=error)
-        return
     art = release.artifact(name="ops daemon wheels", root=OPS_ROOT, release=ops_release, manifest=manifest,
                            source=f"{store}/{wheelhouse.NAME}/{ops_release}/", compressed=manifest.compressed,
                            unpack=True)
     switch = release.switch(name="Switch ops daemon", root=OPS_ROOT, release=ops_release)
     venv = daemon.installed(name="ops daemon venv", venv=OPS_VENV, wheels=f"{OPS_ROOT}/current/wheels",
-                            version=version)
+                            version=wheelhouse.ops_version())
     policy = files.template(
         name="ops policy", src=str(TEMPLATES / "ops-policy.yaml.j2"), dest="/etc/tierfleet-ops/policy.yaml",
         mode="644", create_remote_dir=True,
         ops_host_kind=profile.platform, ops_runtime_port=settings.runtime_port, ops_runtime_unit=UNIT,
-        ops_reserve_cores=reserve,
+        ops_reserve_cores=reserve, ops_default_profile=settings.power_profile,
     )
+    server.shell(name="ops policy is valid", commands=[f"{OPS_VENV}/bin/tierfleet-ops check-policy "
+                                                       "/etc/tierfleet-ops/policy.yaml"],
+                 _if=policy.did_change)
     unit = files.template(
         name="ops daemon unit", src=str(TEMPLATES / "tierfleet-ops.service.j2"),
         dest="/etc/systemd/system/tierfleet-ops.service", mode="644",
         ops_venv=OPS_VENV, ops_socket_group=SERVICE_USER, ops_runtime_unit=UNIT,
     )
     systemd.daemon_reload(name="Reload units (ops)", _if=unit.did_change)
-    restart = lambda: any(op.did_change() for op in (art, switch, venv, unit))  # noqa: E731
+
+    def restart() -> bool:
+        return any(op.did_change() for op in (art, switch, venv, unit))
+
     systemd.service(name="ops daemon restarted", service="tierfleet-ops.service", running=True, enabled=True,
                     restarted=True, _if=restart)
     systemd.service(name="ops daemon running", service="tierfleet-ops.service", running=True, enabled=True)
     systemd.service(name="ops daemon reloads its policy", service="tierfleet-ops.service", reloaded=True,
                     _if=lambda: policy.did_change() and not restart())
+
+
+@deploy("tierfleet rollback")
+def rollback() -> None:
+    """Move the model's ``current`` off the release of the host's ``model_version`` (the bad one) to the
+    previous release, then restart llama-server and check it answers.
+
+    ``pyinfra inventory/lab.py deploys/rollback.py --data model_version=2`` rolls version 2 back; set the
+    inventory's ``model_version`` to the good one afterwards, or the next tier deploy installs 2 again.
+    The model is the host's ``model`` data, else its tier's (``auto`` resolved as the tier deploy does).
+    """
+    resolved = _resolve(None)
+    if resolved is None:
+        return
+    catalog, settings, _, _, verdict = resolved
+    if settings.model is None and verdict.tier is None:
+        preflight_ops.fail(name="Model to roll back", message=f"tierfleet: no tier fits: {verdict.reason}")
+        return
+    model = settings.model or catalog.tier(verdict.tier).model
+    back = release.rollback(name=f"Roll back model {settings.model_version}", root=settings.model_dir.rstrip("/"),
+                            release=model_release_id(settings, model))
+    runtime.healthy(name="Health gate", port=settings.runtime_port, timeout=settings.health_timeout, unit=UNIT,
+                    _if=back.did_change)

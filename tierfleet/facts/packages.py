@@ -30,3 +30,31 @@ class AptHeld(FactBase[list[str]]):
 
     def process(self, output: list[str]) -> list[str]:
         return parse_showhold(output)
+
+
+def parse_installed(lines: list[str]) -> list[str]:
+    r"""Parse ``dpkg-query -W -f='${Package}\t${db:Status-Status}\n'``: names whose status is installed.
+
+    >>> parse_installed(["cuda-drivers-570\tinstalled", "nvidia-driver-550\tconfig-files", "junk"])
+    ['cuda-drivers-570']
+    """
+    names = set()
+    for line in lines:
+        name, _, status = line.partition("\t")
+        if status.strip() == "installed" and _PACKAGE_RE.match(name.strip()):
+            names.add(name.strip())
+    return sorted(names)
+
+
+class DebInstalled(FactBase[list[str]]):
+    """Names of the installed Debian packages (``dpkg-query -W``)."""
+
+    @staticmethod
+    def default() -> list[str]:
+        return []
+
+    def command(self) -> str:
+        return "dpkg-query -W -f='${Package}\\t${db:Status-Status}\\n' 2>/dev/null; true"
+
+    def process(self, output: list[str]) -> list[str]:
+        return parse_installed(output)

@@ -29,6 +29,7 @@ Example (a deploy file)::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Generator
 from pathlib import PurePosixPath
 from shlex import quote
@@ -137,7 +138,8 @@ def _untar_script(*, stage: str, name: str, what: str) -> str:
 
 @operation()
 def artifact(root: str, release: str, manifest: Manifest | dict, source: str,
-             compressed: bool = False, unpack: bool = False) -> Generator[str, None, None]:
+             compressed: bool = False, unpack: bool = False,
+             env: dict[str, str] | None = None) -> Generator[str, None, None]:
     """Install an artifact as release ``release`` under ``root``, verified, without switching.
 
     + root: absolute directory holding ``releases/``, ``current`` and ``.staging/``
@@ -148,6 +150,9 @@ def artifact(root: str, release: str, manifest: Manifest | dict, source: str,
     + compressed: fetch each file's ``.zst`` form and decompress it on the host (needs ``zstd``)
     + unpack: unpack verified ``.tar`` files inside the release (a runtime: ``bin/llama-server``);
       the tarball is kept so the release still matches its manifest
+    + env: variables written to ``release.env`` in the release (``{release}`` in a value becomes the
+      release's own directory), for a unit's ``EnvironmentFile=<root>/current/release.env``: whatever
+      ``current`` points at names its own files, so switching or rolling back needs no unit change
 
     Needs ``curl`` (HTTP), ``sha256sum``, ``stat``, ``df`` (and ``zstd``, ``tar`` when asked) on the host.
     """
@@ -204,6 +209,12 @@ def artifact(root: str, release: str, manifest: Manifest | dict, source: str,
             yield _fetch_script(stage=stage, name=f.path, size=f.size, sha256=f.sha256, source=source, what=what)
         if unpack and f.path.endswith(".tar"):
             yield _untar_script(stage=stage, name=f.path, what=what)
+    for key, value in (env or {}).items():
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", key) or "\n" in value:
+            raise OperationValueError(f"env: {key!r}: names are [A-Z_][A-Z0-9_]*, values one line")
+    if env:
+        lines = "".join(f"{key}={value.replace('{release}', rel_dir)}\n" for key, value in sorted(env.items()))
+        yield f"printf '%s' {quote(lines)} > {quote(stage + '/release.env')}"
     mpath = quote(f"{stage}/{MANIFEST_NAME}")
     yield (
         f"if ! printf '%s\\n' {quote(manifest.to_json())} > {mpath}; then {_drop(stage)}; "
