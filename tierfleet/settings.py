@@ -54,7 +54,9 @@ class HostSettings(pydantic.BaseModel):
     keep_releases: int = pydantic.Field(default=3, ge=2, le=20, description="releases kept per artifact (>= 2 for rollback)")
     health_timeout: int = pydantic.Field(default=120, ge=5, le=3600, description="seconds the health gate waits")
     runtime_mode: Literal["native", "container"] = pydantic.Field(
-        default="native", description="run llama-server as a systemd service (native) or in a container"
+        default="native",
+        description="container: GPU nodes also get nvidia-container-toolkit for containerised runtimes "
+        "(the model server itself runs as a native systemd unit either way)",
     )
     artifact_store: str = pydantic.Field(
         default="https://artifacts.example.net/tierfleet",
