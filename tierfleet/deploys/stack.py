@@ -65,11 +65,17 @@ def gpu_stack(settings: HostSettings, profile: HostProfile) -> None:
     list_file = re.sub(r"[^A-Za-z0-9_.-]+", "-", "cuda-" + "-".join(repo.split("://", 1)[-1].rsplit("/", 2)[-2:])) + ".list"
     _apt_source("nvidia", settings.nvidia_repo_key or f"{repo}/3bf863cc.pub", keyring, list_file,
                 [f"deb [signed-by={keyring}] {repo} {settings.nvidia_repo_suite}"])
-    files.put(
+    blacklist = files.put(
         name="Blacklist nouveau",
         src=StringIO(NOUVEAU_BLACKLIST),
         dest="/etc/modprobe.d/tierfleet-blacklist-nouveau.conf",
         mode="644",
+    )
+    # nouveau loads from the initramfs on most images: rebuild it so the blacklist holds at the next boot
+    server.shell(
+        name="Rebuild the initramfs",
+        commands=["if command -v update-initramfs >/dev/null 2>&1; then update-initramfs -u; fi"],
+        _if=blacklist.did_change,
     )
     files.put(
         name="Load nvidia-uvm at boot",
