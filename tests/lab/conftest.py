@@ -37,6 +37,23 @@ def lab_test_addr(last_octet: int) -> str:
 SESSION_ADDR_BASE = lab_test_addr(100)
 
 
+def pyinfra(lab, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``pyinfra -y inventory/lab.py ARGS`` against ``lab``, under an outer timeout, output merged."""
+    env = dict(os.environ, TIERFLEET_LAB_DIR=str(lab.root))
+    exe = str(Path(sys.executable).with_name("pyinfra"))
+    return subprocess.run(["timeout", str(int(timeout)), exe, "-y", "inventory/lab.py", *args], cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def grand_total(output: str) -> dict:
+    """The "Grand total" row of pyinfra's results table as numbers."""
+    line = next(l for l in output.splitlines() if l.strip().startswith("Grand total"))
+    hosts, success, error, nochange = line.split()[2:6]
+    as_int = lambda v: 0 if v == "-" else int(v)  # noqa: E731
+    return {"hosts": as_int(hosts), "success": as_int(success), "error": as_int(error),
+            "no_change": as_int(nochange)}
+
+
 def make_root(tmp: Path, profile_name: str) -> Path:
     """A directory laid out like a lab host's / for the stand-ins (dressed /sys and /proc, profile)."""
     import json

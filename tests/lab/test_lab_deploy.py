@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, grand_total, pyinfra
 
 pytestmark = pytest.mark.lab
 DEPLOY = Path(__file__).resolve().parent / "deploys" / "trivial.py"
-
-
-def pyinfra(lab, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TIERFLEET_LAB_DIR=str(lab.root))
-    exe = str(Path(sys.executable).with_name("pyinfra"))
-    return subprocess.run(["timeout", str(int(timeout)), exe, "-y", "inventory/lab.py", *args], cwd=REPO,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-
-
-def grand_total(output: str) -> dict:
-    line = next(l for l in output.splitlines() if l.strip().startswith("Grand total"))
-    hosts, success, error, nochange = line.split()[2:6]
-    as_int = lambda v: 0 if v == "-" else int(v)  # noqa: E731
-    return {"hosts": as_int(hosts), "success": as_int(success), "error": as_int(error),
-            "no_change": as_int(nochange)}
 
 
 def test_inventory_groups_and_tiers(lab):

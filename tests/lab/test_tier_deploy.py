@@ -9,15 +9,12 @@ nouveau blacklisted, nvidia-persistenced running, the L4T apt source.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, grand_total, pyinfra
 from tierfleet.lab.profiles import PROFILES
 
 pytestmark = pytest.mark.lab
@@ -25,21 +22,6 @@ pytestmark = pytest.mark.lab
 GROUPS = ("jetson", "cpu_servers", "gpu_nodes")
 #: profiles that do not fit the basic tier, and the reasons preflight must give
 REFUSED = {"cpu-small": ("preflight refused", "cores: needs 4, has 2")}
-
-
-def pyinfra(lab, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TIERFLEET_LAB_DIR=str(lab.root))
-    exe = str(Path(sys.executable).with_name("pyinfra"))
-    return subprocess.run(["timeout", str(int(timeout)), exe, "-y", "inventory/lab.py", *args], cwd=REPO,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-
-
-def grand_total(output: str) -> dict:
-    line = next(l for l in output.splitlines() if l.strip().startswith("Grand total"))
-    hosts, success, error, nochange = line.split()[2:6]
-    as_int = lambda v: 0 if v == "-" else int(v)  # noqa: E731
-    return {"hosts": as_int(hosts), "success": as_int(success), "error": as_int(error),
-            "no_change": as_int(nochange)}
 
 
 def host_lines(output: str, host: str) -> list[str]:
