@@ -444,6 +444,20 @@ def _spec_key(packages, keyring: Path, *extra) -> str:
     return _key(spec, keyring.read_bytes().hex(), LAYOUT_VERSION, *extra)
 
 
+def _build_into(cache: Path, repo: Path, prefix: str, build) -> Path:
+    """Run ``build(tmp)`` in a fresh directory under ``cache`` and move it to ``repo`` only when it finished."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=cache))
+    try:
+        build(tmp)
+        tmp.chmod(0o755)
+        if repo.exists():
+            shutil.rmtree(repo)
+        os.replace(tmp, repo)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return repo
+
+
 def ensure_apt_repo(cache: Path, log=print) -> Path:
     """A signed apt repository (``dists/lab/main``, ``pool/main``) of the stand-in packages.
 
@@ -455,17 +469,12 @@ def ensure_apt_repo(cache: Path, log=print) -> Path:
     if (repo / "dists" / APT_SUITE / "InRelease").exists() and (repo / KEY_ASC).exists():
         return repo
     log("building the lab apt repository")
-    tmp = Path(tempfile.mkdtemp(prefix="apt-", dir=cache))
-    try:
+
+    def build(tmp: Path) -> None:
         _write_repo(tmp, APT_SUITE, STANDIN_PACKAGES, gnupg, "tierfleet-lab", "tierfleet lab mirror")
         (tmp / KEY_ASC).write_text(armored_key(gnupg))
-        tmp.chmod(0o755)
-        if repo.exists():
-            shutil.rmtree(repo)
-        os.replace(tmp, repo)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return repo
+
+    return _build_into(cache, repo, "apt-", build)
 
 
 def ensure_jetson_repo(cache: Path, log=print) -> Path:
@@ -483,20 +492,15 @@ def ensure_jetson_repo(cache: Path, log=print) -> Path:
     if (repo / JETSON_KEY_ASC).exists():
         return repo
     log("building the lab Jetson apt repositories")
-    tmp = Path(tempfile.mkdtemp(prefix="jetson-", dir=cache))
-    try:
+
+    def build(tmp: Path) -> None:
         for component, suites in JETSON_REPOS.items():
             for suite, packages in suites.items():
                 _write_repo(tmp / component, suite, packages, gnupg, "NVIDIA (tierfleet lab)",
                             f"Jetson {component} {suite} (tierfleet lab)")
         (tmp / JETSON_KEY_ASC).write_text(armored_key(gnupg))
-        tmp.chmod(0o755)
-        if repo.exists():
-            shutil.rmtree(repo)
-        os.replace(tmp, repo)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return repo
+
+    return _build_into(cache, repo, "jetson-", build)
 
 
 def l4t_deb(repo: Path, spec) -> Path:
