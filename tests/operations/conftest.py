@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ class ServerControl:
 
     def __init__(self) -> None:
         self.cut_after: int | None = None
+        self.delay_s = 0.0
         self.ranges: list[str | None] = []
         self.paths: list[str] = []
         self.lock = threading.Lock()
@@ -31,6 +33,7 @@ def make_handler(control: ServerControl) -> type[RangeRequestHandler]:
             with control.lock:
                 control.ranges.append(self.headers.get("Range"))
                 control.paths.append(self.path)
+            time.sleep(control.delay_s)
             return super().send_head()
 
         def copyfile(self, source, outputfile):
@@ -84,9 +87,11 @@ def small_fs(tmp_path):
 
 
 def tree(root: Path) -> list[str]:
-    """Everything under ``root`` (relative paths, links shown with their targets)."""
+    """Everything under ``root`` (relative paths, links shown with their targets), but the lock file."""
     out = []
     for p in sorted(root.rglob("*")):
         rel = str(p.relative_to(root))
+        if rel == ".lock":
+            continue
         out.append(f"{rel} -> {p.readlink()}" if p.is_symlink() else rel)
     return out

@@ -55,4 +55,4 @@ def test_artifact_quotes_hostile_root_and_url():
     spec = dict(load_specs(SPECS / "release.artifact"))["quotes_injection.json"]
     quoted_root = "'/srv/it'\"'\"'s $(reboot)"
     assert all(quoted_root in command for command in spec["commands"])
-    assert "'http://127.0.0.1:8000/a b/$(id)`id`'\"'\"'/tiny.gguf'" in spec["commands"][1]
+    assert "'http://127.0.0.1:8000/a b/$(id)`id`'\"'\"'/tiny.gguf'" in spec["commands"][0]

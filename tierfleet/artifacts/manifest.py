@@ -38,8 +38,8 @@ SCHEMA = 1
 KINDS = ("model", "runtime")
 CHUNK = 1 << 20
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._+-]{0,127}\Z")
+SHA256_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 MANIFEST_NAME = "manifest.json"
 
 
