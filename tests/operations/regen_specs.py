@@ -311,32 +311,33 @@ ops = {
     "release.rollback": release.rollback,
     "release.prune": release.prune,
 }
-base = pathlib.Path(__file__).resolve().parent / "specs"
-for opname, cases in specs.items():
-    d = base / opname
-    d.mkdir(parents=True, exist_ok=True)
-    for case, spec in cases.items():
-        out = {"args": spec["args"], "facts": spec["facts"]}
-        if spec.get("exception"):
-            try:
-                run_operation(ops[opname], spec["args"], spec["facts"])
-            except OperationValueError as e:
-                out["exception"] = {"name": type(e).__name__, "message": str(e)}
+if __name__ == "__main__":  # never on import (pytest imports every module for its doctests)
+    base = pathlib.Path(__file__).resolve().parent / "specs"
+    for opname, cases in specs.items():
+        d = base / opname
+        d.mkdir(parents=True, exist_ok=True)
+        for case, spec in cases.items():
+            out = {"args": spec["args"], "facts": spec["facts"]}
+            if spec.get("exception"):
+                try:
+                    run_operation(ops[opname], spec["args"], spec["facts"])
+                except OperationValueError as e:
+                    out["exception"] = {"name": type(e).__name__, "message": str(e)}
+                else:
+                    raise SystemExit(f"{opname}/{case}: no exception")
             else:
-                raise SystemExit(f"{opname}/{case}: no exception")
-        else:
-            cmds, noops = run_operation(ops[opname], spec["args"], spec["facts"])
-            out["commands"] = cmds
-            out["noop"] = noops[0] if noops else None
-            if spec.get("fails"):
-                out["fails"] = True
-            elif spec.get("facts_after") is not None:
-                out["facts_after"] = spec["facts_after"]
-                c2, n2 = run_operation(ops[opname], spec["args"], spec["facts_after"])
-                assert not c2, (opname, case, c2)
-                out["noop_after"] = n2[0]
-        (d / f"{case}.json").write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
-        print(f"== {opname}/{case}")
-        for c in out.get("commands", []):
-            print("  $", c)
-        print("  noop:", out.get("noop"), "| after:", out.get("noop_after"), "| exc:", out.get("exception"))
+                cmds, noops = run_operation(ops[opname], spec["args"], spec["facts"])
+                out["commands"] = cmds
+                out["noop"] = noops[0] if noops else None
+                if spec.get("fails"):
+                    out["fails"] = True
+                elif spec.get("facts_after") is not None:
+                    out["facts_after"] = spec["facts_after"]
+                    c2, n2 = run_operation(ops[opname], spec["args"], spec["facts_after"])
+                    assert not c2, (opname, case, c2)
+                    out["noop_after"] = n2[0]
+            (d / f"{case}.json").write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+            print(f"== {opname}/{case}")
+            for c in out.get("commands", []):
+                print("  $", c)
+            print("  noop:", out.get("noop"), "| after:", out.get("noop_after"), "| exc:", out.get("exception"))

@@ -20,9 +20,9 @@ def health_script(port: int, timeout: int, unit: str, restore: dict[str, str], r
     base = f"http://127.0.0.1:{int(port)}"
     body = '{"prompt": "Hello", "n_predict": 8}'
     rollback = " ".join(
-        f'if [ "$(readlink {quote(root + "/current")})" != {quote(target)} ]; then '
-        f"ln -sfn {quote(target)} {quote(root + '/current.tmp')} && "
-        f"mv -T {quote(root + '/current.tmp')} {quote(root + '/current')}; fi;"
+        f"( cd {quote(root)} && flock -w 60 9 && "
+        f'if [ "$(readlink current)" != {quote(target)} ]; then '
+        f"ln -sfn {quote(target)} current.tmp && mv -T current.tmp current && sync -- .; fi ) 9>{quote(root + '/.lock')};"
         for root, target in sorted(restore.items())
         if target
     )
