@@ -21,6 +21,8 @@ from tierfleet.lab.profiles import PROFILES
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+if str(REPO) not in sys.path:  # tests/lab is no package: make the shared test helpers (tests.*) importable
+    sys.path.insert(0, str(REPO))
 STANDINS = REPO / "tierfleet" / "lab" / "stand-ins"
 RECORDINGS = REPO / "tierfleet" / "lab" / "recordings"
 #: one host per profile, named after it

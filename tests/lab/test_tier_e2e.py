@@ -22,12 +22,15 @@ HOST = "cpu-server"
 
 @pytest.fixture(scope="module")
 def store(lab, tmp_path_factory):
-    """The lab's artifacts (runtime, ops wheels, tiny model 1) plus tiny-model versions 2 to 5: 3 is corrupted
-    in the store, 4 is only ever tried on a full disk, 5 verifies but does not load."""
+    """The lab's artifacts (runtime, ops wheels, tiny model 1) plus tiny-model versions 2 to 7: 3 is corrupted
+    in the store, 4 is only ever tried on a full disk, 5 verifies but does not load, 6 is not signed, 7 is
+    signed by a key the inventory does not pin."""
+    from tests.gpgkeys import make_key
     from tierfleet.artifacts.gguf_tiny import write_tiny_gguf
     from tierfleet.artifacts.llama_build import cached_runtime
     from tierfleet.artifacts.manifest import publish
-    from tierfleet.lab.artifacts import publish_lab_artifacts
+    from tierfleet.artifacts.signing import sign_file
+    from tierfleet.lab.artifacts import publish_lab_artifacts, sign_lab_store
     from tierfleet.lab.mirror import artifacts_dir
 
     if cached_runtime(REPO / ".cache" / "runtime") is None:
@@ -46,6 +49,13 @@ def store(lab, tmp_path_factory):
     data = bytearray(bad.read_bytes())
     data[-1] ^= 0xFF
     bad.write_bytes(bytes(data))
+    sign_lab_store(lab.root, log=lambda _: None, lab_cache=lab.cache)
+    for version, seed in (("6", 6), ("7", 7)):  # after the lab signed its store
+        files = write_tiny_gguf(work / version / "tiny-q8_0.gguf", qtype="q8_0", seed=seed)
+        publish(store, files, kind="model", name="tiny-llama-Q8_0", version=version, compress=False)
+    (store / "tiny-llama-Q8_0" / "6" / "manifest.json.sig").unlink(missing_ok=True)
+    other, _, _ = make_key(work / "other-gnupg", "not the fleet <x@tierfleet.invalid>")
+    sign_file(store / "tiny-llama-Q8_0" / "7" / "manifest.json", other)
     return store
 
 
@@ -191,8 +201,14 @@ def test_upgrade_then_rollback(lab, converged, inventory):
         (("--data", "model_version=9"), r"model manifest http://artifacts\.lab/artifacts/tiny-llama-Q8_0/9/manifest\.json: .*404"),
         (("--data", "model_version=3"), r"sha256"),
         (("--data", "artifact_store=http://artifacts.lab:81/artifacts"), r"runtime manifest http://artifacts\.lab:81/.*(refused|connect)"),
+        (("--data", "model_version=6"),
+         r"model manifest http://artifacts\.lab/artifacts/tiny-llama-Q8_0/6/manifest\.json: unsigned: no signature at "
+         r"http://artifacts\.lab/artifacts/tiny-llama-Q8_0/6/manifest\.json\.sig"),
+        (("--data", "model_version=7"),
+         r"model manifest .*/7/manifest\.json: bad signature: .*/7/manifest\.json\.sig does not verify with the "
+         r"pinned artifact_key"),
     ],
-    ids=["missing-artifact", "checksum-mismatch", "unreachable-mirror"],
+    ids=["missing-artifact", "checksum-mismatch", "unreachable-mirror", "unsigned", "signed-by-another-key"],
 )
 def test_bad_artifacts_fail_the_host_and_keep_the_release(lab, converged, inventory, args, message):
     before = current(lab)
@@ -202,7 +218,8 @@ def test_bad_artifacts_fail_the_host_and_keep_the_release(lab, converged, invent
     assert current(lab) == before
     assert serving(lab) == before.split("/")[-1]
     leftovers = on_host(lab, "ls /var/lib/tierfleet/models/releases; ls -A /var/lib/tierfleet/models/.staging 2>/dev/null")
-    assert "tiny-llama-Q8_0-3" not in leftovers and "tiny-llama-Q8_0-9" not in leftovers
+    for version in ("3", "6", "7", "9"):
+        assert f"tiny-llama-Q8_0-{version}" not in leftovers
 
 
 def test_full_disk_fails_the_host_and_keeps_the_release(lab, converged, inventory):

@@ -211,6 +211,8 @@ def parse_manifest(text: str, source: str = "manifest") -> Manifest:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(source, "(json)", f"not valid JSON: {exc.msg} at line {exc.lineno}") from exc
+    except RecursionError:
+        raise ConfigError(source, "(json)", "not a manifest: nested too deeply") from None
     return manifest_from_dict(raw, source)
 
 

@@ -17,6 +17,7 @@ from pyinfra.operations import apt, files, server, systemd
 
 from tierfleet.artifacts import wheelhouse
 from tierfleet.artifacts.llama_build import variant_name
+from tierfleet.artifacts.signing import keyring_b64
 from tierfleet.catalog import Catalog, ModelArtifact, load_catalog
 from tierfleet.deploys import stack
 from tierfleet.exceptions import ConfigError
@@ -90,10 +91,13 @@ def _resolve(name: str | None) -> tuple[Catalog, HostSettings, dict, HostProfile
     return catalog, settings, facts, profile, check_host(profile, catalog, settings.tier, settings.model)
 
 
-def _manifest(url: str, what: str):
-    value = host.get_fact(StoreManifest, url)
+def _manifest(url: str, what: str, key: str | None):
+    """The manifest at ``url`` as the host fetched it, verified there against ``key`` when one is pinned."""
+    value = host.get_fact(StoreManifest, url, key=keyring_b64(key) if key else None)
     if "error" in value:
         return None, f"tierfleet: {what} manifest {url}: {value['error']}"
+    if key and not value.get("signed_by"):
+        return None, f"tierfleet: {what} manifest {url}: not verified against artifact_key; refusing it"
     try:
         return manifest_of(value), None
     except ConfigError as exc:
@@ -130,7 +134,7 @@ def tier(name: str | None = None) -> None:
         ("model", manifest_url(store, model_name, settings.model_version), "model"),
         ("ops", manifest_url(store, wheelhouse.NAME, ops_release), "ops daemon"),
     ):
-        manifests[key], error = _manifest(url, what)
+        manifests[key], error = _manifest(url, what, settings.artifact_key)
         if error:
             preflight_ops.fail(name="Artifacts are in the store", message=error)
             return

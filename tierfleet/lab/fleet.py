@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import ipaddress
 import json
 import os
@@ -123,6 +124,7 @@ class Lab:
         base = lab_base.ensure_base(self.cache, self.log)
         repo = lab_base.ensure_apt_repo(self.cache, self.log)
         _gnupg, keyring = lab_base.ensure_key(self.cache)
+        write_lab_key(self.root, repo)
         return LabContext(lab_dir=self.root, lab_id=self.id, base=base, apt_repo=repo, keyring=keyring,
                           ssh_pubkey=self._ssh_key(), mirror_port=state.mirror_port)
 
@@ -469,7 +471,7 @@ class Lab:
         """Publish the tier deploy's artifacts (runtime, tiny model) into this lab's store."""
         from tierfleet.lab.artifacts import publish_lab_artifacts
 
-        return publish_lab_artifacts(self.root, cache, self.log)
+        return publish_lab_artifacts(self.root, cache, self.log, lab_cache=self.cache)
 
     def inventory_data(self) -> dict:
         state = self.store.load()
@@ -482,10 +484,28 @@ L4T_REPO = f"http://{MIRROR_NAME}/jetson"
 L4T_REPO_KEY = f"{L4T_REPO}/{lab_base.JETSON_KEY_ASC}"
 
 
-def tierfleet_data(profile) -> dict:
+#: the lab key's public part in the state dir: the inventory pins it as ``artifact_key`` (the lab store's
+#: manifests are signed with it) and pins its sha256 for the repository keys the mirrors serve
+LAB_KEY = "lab-key.asc"
+
+
+def write_lab_key(root: Path, apt_repo: Path) -> Path:
+    """Copy the lab key's armoured public part (as the mirrors serve it) into the state dir."""
+    path = Path(root) / LAB_KEY
+    data = (apt_repo / lab_base.KEY_ASC).read_bytes()
+    if not path.exists() or path.read_bytes() != data:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{LAB_KEY}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return path
+
+
+def tierfleet_data(profile, root: Path | None = None) -> dict:
     """The tierfleet inventory keys (:class:`tierfleet.settings.HostSettings`) a lab host needs so that
     the tier deploys run with no extra flags: the lab's store, its tiny model, the lab mirrors standing in
-    for NVIDIA's CUDA and L4T repositories, and the profile's driver branch."""
+    for NVIDIA's CUDA and L4T repositories, and the profile's driver branch; with the lab's state dir
+    ``root`` also the pinned keys: ``artifact_key`` and the repository keys' sha256."""
     from tierfleet.lab.artifacts import TINY_MODEL_VERSION, tiny_model
 
     from tierfleet.artifacts.llama_build import variant_name
@@ -507,6 +527,12 @@ def tierfleet_data(profile) -> dict:
         })
     elif profile.kind == "jetson":
         data.update({"l4t_repo": L4T_REPO, "l4t_repo_key": L4T_REPO_KEY})
+    key = Path(root) / LAB_KEY if root is not None else None
+    if key is not None and key.is_file():
+        digest = hashlib.sha256(key.read_bytes()).hexdigest()
+        data["artifact_key"] = str(key)
+        data.update({"gpu_nodes": {"nvidia_repo_key_sha256": digest},
+                     "jetson": {"l4t_repo_key_sha256": digest}}.get(profile.kind, {}))
     return data
 
 
@@ -528,7 +554,7 @@ def inventory_from_state(root: Path, state: LabState) -> dict:
             "apt_mirror_suite": APT_SUITE,
             "apt_mirror_keyring": APT_KEYRING_IN_HOST,
             "artifacts_url": ARTIFACTS_URL,
-            **tierfleet_data(profile),
+            **tierfleet_data(profile, root),
         }))
     return groups
 
