@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pyinfra.api import Config, Inventory, State
-from pyinfra.api.command import StringCommand
+from pyinfra.api.command import FunctionCommand, StringCommand
 from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operation import add_op
@@ -52,8 +52,12 @@ class SpecHost:
 
 
 def command_text(command: Any) -> str:
+    """A yielded command as text; a host failure (:func:`tierfleet.operations.failure.fail_host`) as
+    ``fail_host: <message>``."""
     if isinstance(command, str):
         return StringCommand(command.strip()).get_raw_value()
+    if isinstance(command, FunctionCommand):
+        return f"fail_host: {command.args[0]}"
     return command.get_raw_value()
 
 

@@ -40,8 +40,8 @@ def test_operation_spec(op, name, spec):
     assert noops == ([spec["noop"]] if spec["noop"] else [])
 
     if spec.get("fails"):
-        # a host-state failure is one command that fails that host with a message
-        assert len(commands) == 1 and commands[0].startswith("echo 'tierfleet: ") and commands[0].endswith("exit 1")
+        # a host-state failure is one command that fails that host with a message, running nothing there
+        assert len(commands) == 1 and commands[0].startswith("fail_host: tierfleet: ")
         return
     if commands:
         # idempotence: against the state the commands produce, a second run yields nothing

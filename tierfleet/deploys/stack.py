@@ -18,8 +18,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
 
-from tierfleet.operations import nvidia, packages
-from tierfleet.operations import preflight as preflight_ops
+from tierfleet.operations import failure, nvidia, packages
 from tierfleet.profile import HostProfile
 from tierfleet.settings import HostSettings, cuda_repo_for
 
@@ -57,14 +56,14 @@ def gpu_stack(settings: HostSettings, profile: HostProfile) -> None:
     branch = settings.nvidia_driver_branch
     repo = settings.nvidia_repo or cuda_repo_for(profile.os_id, profile.os_version_id, profile.arch)
     if repo is None:
-        preflight_ops.fail(
+        failure.fail(
             name="NVIDIA repository for this OS",
-            message=f"tierfleet: no NVIDIA repository known for {profile.os or 'this OS'} on {profile.arch}; "
+            message=f"no NVIDIA repository known for {profile.os or 'this OS'} on {profile.arch}; "
             "set nvidia_repo (and nvidia_repo_key) in the inventory",
         )
         return
     if settings.nvidia_repo_key_sha256 is None:
-        preflight_ops.fail(name="NVIDIA repository key is pinned", message=_unpinned("nvidia_repo_key", (
+        failure.fail(name="NVIDIA repository key is pinned", message=_unpinned("nvidia_repo_key", (
             settings.nvidia_repo_key or f"{repo.rstrip('/')}/3bf863cc.pub")))
         return
     repo = repo.rstrip("/")
@@ -113,7 +112,7 @@ def gpu_stack(settings: HostSettings, profile: HostProfile) -> None:
 
 
 def _unpinned(key: str, url: str) -> str:
-    return (f"tierfleet: {key}_sha256 is not set: the repository key {url} is installed only with its sha256 "
+    return (f"{key}_sha256 is not set: the repository key {url} is installed only with its sha256 "
             f"pinned in the inventory (64 lowercase hex digits; check the key's fingerprint, then "
             f"`curl -fsSL {url} | sha256sum`)")
 
@@ -135,7 +134,7 @@ def jetson_stack(settings: HostSettings, profile: HostProfile) -> None:
         host.noop("L4T release or SoC unknown: leaving the Jetson's apt sources alone")
         return
     if settings.l4t_repo_key_sha256 is None:
-        preflight_ops.fail(name="L4T repository key is pinned", message=_unpinned("l4t_repo_key", settings.l4t_repo_key))
+        failure.fail(name="L4T repository key is pinned", message=_unpinned("l4t_repo_key", settings.l4t_repo_key))
         return
     suite = l4t_apt_release(info["l4t"])
     repo = settings.l4t_repo.rstrip("/")

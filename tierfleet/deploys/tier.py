@@ -18,19 +18,19 @@ from pyinfra.operations import apt, files, server, systemd
 from tierfleet.artifacts import wheelhouse
 from tierfleet.artifacts.llama_build import variant_name
 from tierfleet.artifacts.signing import keyring_b64
-from tierfleet.catalog import Catalog, ModelArtifact, load_catalog
+from tierfleet.catalog import ModelArtifact
 from tierfleet.deploys import stack
 from tierfleet.exceptions import ConfigError
 from tierfleet.facts.artifacts import StoreManifest, manifest_of, manifest_url
 from tierfleet.facts.cpu import AllowedCpus
 from tierfleet.facts.ops import PythonVersion
 from tierfleet.facts.release import Releases
-from tierfleet.operations import daemon, release, runtime
+from tierfleet.operations import daemon, failure, release, runtime
 from tierfleet.operations import preflight as preflight_ops
 from tierfleet.placement import place
-from tierfleet.preflight import Verdict, check_host
-from tierfleet.profile import HostProfile, build_profile, gather_facts
-from tierfleet.settings import HostSettings, host_settings
+from tierfleet.profile import HostProfile
+from tierfleet.resolve import Resolved, resolve_host
+from tierfleet.settings import HostSettings
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 RUNTIME_ROOT = "/opt/tierfleet/runtime"
@@ -75,33 +75,26 @@ def model_release_id(settings: HostSettings, model: ModelArtifact) -> str:
     return f"{model.name}-{model.quant}-{settings.model_version}"
 
 
-def _resolve(name: str | None) -> tuple[Catalog, HostSettings, dict, HostProfile, Verdict] | None:
-    """Read this host's settings and facts and check it against its tier; fail the host on bad data."""
+def _resolve(tier: str | None) -> Resolved | None:
+    """This host's settings, facts, profile and verdict (:mod:`tierfleet.resolve`); bad data fails the host."""
     try:
-        catalog = load_catalog()
-        data = {key: host.data.get(key) for key in HostSettings.model_fields}
-        if name is not None:
-            data["tier"] = name
-        settings = host_settings(data, catalog, f"inventory: host {host.name}")
+        return resolve_host(host, tier)
     except ConfigError as exc:
-        preflight_ops.fail(name="Inventory data is valid", message=f"tierfleet: {exc}")
+        failure.fail(name="Inventory data is valid", message=str(exc))
         return None
-    facts = gather_facts(host, settings.model_dir)
-    profile = build_profile(host.name, facts)
-    return catalog, settings, facts, profile, check_host(profile, catalog, settings.tier, settings.model)
 
 
 def _manifest(url: str, what: str, key: str | None):
     """The manifest at ``url`` as the host fetched it, verified there against ``key`` when one is pinned."""
     value = host.get_fact(StoreManifest, url, key=keyring_b64(key) if key else None)
     if "error" in value:
-        return None, f"tierfleet: {what} manifest {url}: {value['error']}"
+        return None, f"{what} manifest {url}: {value['error']}"
     if key and not value.get("signed_by"):
-        return None, f"tierfleet: {what} manifest {url}: not verified against artifact_key; refusing it"
+        return None, f"{what} manifest {url}: not verified against artifact_key; refusing it"
     try:
         return manifest_of(value), None
     except ConfigError as exc:
-        return None, f"tierfleet: {what} manifest {url}: {exc}"
+        return None, f"{what} manifest {url}: {exc}"
 
 
 def _current_target(root: str) -> str:
@@ -109,12 +102,13 @@ def _current_target(root: str) -> str:
 
 
 @deploy("tierfleet tier")
-def tier(name: str | None = None) -> None:
-    """Converge this host to tier ``name`` (default: its ``tier`` inventory data)."""
-    resolved = _resolve(name)
+def tier(tier: str | None = None) -> None:
+    """Converge this host to ``tier`` (default: its ``tier`` inventory data)."""
+    resolved = _resolve(tier)
     if resolved is None:
         return
-    catalog, settings, facts, profile, verdict = resolved
+    catalog, settings, facts, profile, verdict = (resolved.catalog, resolved.settings, resolved.facts,
+                                                  resolved.profile, resolved.verdict)
     preflight_ops.check(name=f"Host fits tier {settings.tier}", verdict=verdict)
     if not verdict.fits:
         return
@@ -136,7 +130,7 @@ def tier(name: str | None = None) -> None:
     ):
         manifests[key], error = _manifest(url, what, settings.artifact_key)
         if error:
-            preflight_ops.fail(name="Artifacts are in the store", message=error)
+            failure.fail(name="Artifacts are in the store", message=error)
             return
 
     apt.packages(name="Host tools for the deploy", packages=HOST_TOOLS, no_recommends=True)
@@ -243,9 +237,9 @@ def rollback() -> None:
     resolved = _resolve(None)
     if resolved is None:
         return
-    catalog, settings, _, _, verdict = resolved
+    catalog, settings, verdict = resolved.catalog, resolved.settings, resolved.verdict
     if settings.model is None and verdict.tier is None:
-        preflight_ops.fail(name="Model to roll back", message=f"tierfleet: no tier fits: {verdict.reason}")
+        failure.fail(name="Model to roll back", message=f"no tier fits: {verdict.reason}")
         return
     model = settings.model or catalog.tier(verdict.tier).model
     back = release.rollback(name=f"Roll back model {settings.model_version}", root=settings.model_dir.rstrip("/"),

@@ -54,6 +54,7 @@ from tierfleet.artifacts.manifest import (
     manifest_from_dict,
 )
 from tierfleet.facts.release import Releases
+from tierfleet.operations.failure import fail_host
 
 CURL = "curl -fsSL --connect-timeout 10 --retry 2 --retry-delay 1"
 #: the lock file every release operation holds (flock) while it changes a root
@@ -85,11 +86,6 @@ def check_id(release: str) -> str:
         raise OperationValueError(
             f"release: {release!r} is not allowed; expected letters, digits, '.', '_', '+', '-' (max 128)")
     return release
-
-
-def _fail(message: str) -> str:
-    """A command that fails this host with ``message`` on stderr (decided when facts say so)."""
-    return f"echo {quote('tierfleet: ' + message)} >&2; exit 1"
 
 
 def locked(root: str, script: list[str]) -> str:
@@ -227,12 +223,12 @@ def artifact(root: str, release: str, manifest: Manifest | dict, source: str,
             n = len(manifest.files)
             host.noop(f"release {release} is installed and verified ({n} file{'' if n == 1 else 's'})")
             return
-        yield _fail(f"{what} under {root} holds other files than {manifest.name} {manifest.version}; "
+        yield fail_host(f"{what} under {root} holds other files than {manifest.name} {manifest.version}; "
                     "release ids are immutable, use a new one")
         return
     damaged = (entry or {}).get("damaged")
     if damaged and manifest_from_dict(damaged).digests() != manifest.digests():
-        yield _fail(f"{what} under {root} is damaged and holds other files than {manifest.name} "
+        yield fail_host(f"{what} under {root} is damaged and holds other files than {manifest.name} "
                     f"{manifest.version}; release ids are immutable, use a new one")
         return
 
@@ -337,10 +333,10 @@ def rollback(root: str, release: str, to: str | None = None) -> Generator[str, N
             )
             target = older[-1][1] if older else None
     if target is None:
-        yield _fail(f"release {release} is current and no earlier release is installed under {root} to roll back to")
+        yield fail_host(f"release {release} is current and no earlier release is installed under {root} to roll back to")
         return
     if not _installed(state, target):
-        yield _fail(f"cannot roll back to release {target}: it is not installed (or damaged) under {root}")
+        yield fail_host(f"cannot roll back to release {target}: it is not installed (or damaged) under {root}")
         return
     yield locked(root, [
         "top=$(pwd -P)",
