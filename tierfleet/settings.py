@@ -109,6 +109,11 @@ class HostSettings(pydantic.BaseModel):
         "file on the controller): every manifest must carry a valid signature by it, checked on the host with "
         "gpgv before anything is fetched; required for an http:// store",
     )
+    verify_releases: bool = pydantic.Field(
+        default=False,
+        description="re-hash installed releases against their manifests on every run (reads every byte; "
+        "otherwise a release is checked by its files' sizes) and fetch a damaged one again",
+    )
     nvidia_repo_key_sha256: str | None = pydantic.Field(
         default=None, pattern=r"^[0-9a-f]{64}$",
         description="sha256 of the file at nvidia_repo_key (64 lowercase hex digits): the key is installed only "

@@ -144,12 +144,14 @@ def tier(tier: str | None = None) -> None:
     runtime_art = release.artifact(
         name="llama-server runtime", root=RUNTIME_ROOT, release=runtime_release, manifest=runtime_manifest,
         source=f"{store}/llama-server/{runtime_release}/", compressed=runtime_manifest.compressed, unpack=True,
+        verify=settings.verify_releases,
     )
     model_release = model_release_id(settings, model)
     model_art = release.artifact(
         name=f"model {model_name} {settings.model_version}", root=model_root, release=model_release,
         manifest=model_manifest, source=f"{store}/{model_name}/{settings.model_version}/",
         compressed=model_manifest.compressed, env={"LLAMA_ARG_MODEL": "{release}/" + model_manifest.entrypoint},
+        verify=settings.verify_releases,
     )
 
     groups = ["video"] if profile.platform == "jetson" else []
@@ -195,7 +197,7 @@ def ops_daemon(settings: HostSettings, profile: HostProfile, reserve: int, manif
     store = settings.artifact_store.rstrip("/")
     art = release.artifact(name="ops daemon wheels", root=OPS_ROOT, release=ops_release, manifest=manifest,
                            source=f"{store}/{wheelhouse.NAME}/{ops_release}/", compressed=manifest.compressed,
-                           unpack=True)
+                           unpack=True, verify=settings.verify_releases)
     switch = release.switch(name="Switch ops daemon", root=OPS_ROOT, release=ops_release)
     venv = daemon.installed(name="ops daemon venv", venv=OPS_VENV, wheels=f"{OPS_ROOT}/current/wheels",
                             version=wheelhouse.ops_version())
