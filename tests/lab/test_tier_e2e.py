@@ -249,3 +249,31 @@ def test_unknown_tier_is_refused_before_anything_runs(lab, converged, inventory)
     rc, out = deploy(inventory, "--data", "tier=gold", deploy_file="deploys/preflight.py")
     assert rc == 1
     assert "tier: unknown tier 'gold'; allowed: auto, basic, advanced, enterprise" in out
+
+
+def status(inventory: Path, *args: str) -> tuple[int, dict]:
+    tierfleet = str(Path(sys.executable).with_name("tierfleet"))
+    run = subprocess.run([tierfleet, "status", "-i", str(inventory), "--limit", HOST, "--json", *args],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    return run.returncode, json.loads(run.stdout)
+
+
+def test_status_shows_the_converged_host(lab, converged, inventory):
+    rc, data = status(inventory)
+    [host] = data["hosts"]
+    assert rc == 0 and data["ok"], data
+    assert host["healthy"] and host["runtime_health"] == "ok" and host["platform"] == "cpu"
+    assert host["model_release"] == current(lab).split("/")[-1]
+    assert host["runtime_release"].startswith("0.3.36+")
+    assert host["profile"] in ("eco", "balanced", "performance") and re.fullmatch(r"[0-9a-f]{12}", host["policy"])
+
+
+def test_status_reports_a_blackholed_host_within_its_time_limit(lab, converged, inventory):
+    lab.fault("blackhole", HOST)
+    try:
+        rc, data = status(inventory, "--timeout", "5")
+    finally:
+        lab.clear()
+    [host] = data["hosts"]
+    assert rc == 1 and not data["ok"]
+    assert not host["reachable"] and not host["healthy"] and host["error"], host
