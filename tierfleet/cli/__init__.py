@@ -38,13 +38,14 @@ def make_cli() -> click.Group:
         """Provision and operate quantized DeepSeek-R1 distilled LLMs on fleets."""
         _logging(verbose)
 
-    from tierfleet.cli import catalog, lab, preflight, status, store
+    from tierfleet.cli import catalog, lab, preflight, rollout, status, store
 
     cli.add_command(preflight.preflight)
     cli.add_command(catalog.tiers)
     cli.add_command(lab.lab)
     cli.add_command(store.store)
     cli.add_command(status.status)
+    cli.add_command(rollout.upgrade)
     return cli
 
 

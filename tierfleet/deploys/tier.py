@@ -225,6 +225,8 @@ def ops_daemon(settings: HostSettings, profile: HostProfile, reserve: int, manif
     systemd.service(name="ops daemon running", service="tierfleet-ops.service", running=True, enabled=True)
     systemd.service(name="ops daemon reloads its policy", service="tierfleet-ops.service", reloaded=True,
                     _if=lambda: policy.did_change() and not restart())
+    daemon.answering(name="ops daemon answers", cli=f"{OPS_VENV}/bin/tierfleet-ops",
+                     _if=lambda: restart() or policy.did_change())
 
 
 @deploy("tierfleet rollback")
@@ -248,3 +250,18 @@ def rollback() -> None:
                             release=model_release_id(settings, model))
     runtime.healthy(name="Health gate", port=settings.runtime_port, timeout=settings.health_timeout, unit=UNIT,
                     _if=back.did_change)
+
+
+@deploy("tierfleet restore")
+def restore(links: dict[str, str]) -> None:
+    """Put back the releases that served before (root -> ``current`` target), restart, check health.
+
+    A rollout runs this on a host whose upgrade failed after something was switched.
+    """
+    resolved = _resolve(None)
+    if resolved is None:
+        return
+    settings = resolved.settings
+    units = ["tierfleet-ops.service"] if links.get(OPS_ROOT) else []
+    runtime.restored(name="Put back what served before", restore=links, port=settings.runtime_port,
+                     timeout=settings.health_timeout, unit=UNIT, units=units)
