@@ -150,75 +150,35 @@ def parse_status(name: str, output: str, settings: HostSettings, catalog: Catalo
     return st
 
 
-def _connection(host: Any, timeout: float):
-    """A fabric Connection from a pyinfra host's SSH data, checking host keys as pyinfra would."""
-    from fabric import Connection
-    from paramiko import AutoAddPolicy, RejectPolicy
-
+def ssh_job(host: Any, command: str) -> dict[str, Any]:
+    """A :mod:`tierfleet.ssh_group` job from a pyinfra host's SSH data (host keys checked as pyinfra does)."""
     data = host.data
-    connect_kwargs: dict[str, Any] = {"banner_timeout": timeout, "auth_timeout": timeout}
-    if data.get("ssh_key"):
-        connect_kwargs.update(key_filename=str(data.get("ssh_key")), look_for_keys=False, allow_agent=False)
-    if data.get("ssh_password"):
-        connect_kwargs["password"] = data.get("ssh_password")
-    conn = Connection(str(data.get("ssh_hostname") or host.name), user=data.get("ssh_user"),
-                      port=int(data.get("ssh_port") or 22), connect_timeout=timeout, connect_kwargs=connect_kwargs)
-    known = data.get("ssh_known_hosts_file")
-    if known:
-        conn.client.load_host_keys(str(known))
-    strict = str(data.get("ssh_strict_host_key_checking", "accept-new")).lower()
-    conn.client.set_missing_host_key_policy(RejectPolicy() if strict in ("yes", "true") else AutoAddPolicy())
-    return conn
+    strict = str(data.get("ssh_strict_host_key_checking", "accept-new")).lower() in ("yes", "true")
+    sudo = "sudo -n " if data.get("_sudo") else ""
+    return {"name": host.name, "hostname": str(data.get("ssh_hostname") or host.name),
+            "port": int(data.get("ssh_port") or 22), "user": data.get("ssh_user"),
+            "key": str(data.get("ssh_key")) if data.get("ssh_key") else None,
+            "password": data.get("ssh_password"),
+            "known_hosts": str(data.get("ssh_known_hosts_file")) if data.get("ssh_known_hosts_file") else None,
+            "strict": strict, "command": f"{sudo}sh -c {shlex.quote(command)}"}
 
 
 def gather_status(state: Any, catalog: Catalog, source: str, timeout: float = 20.0) -> list[HostStatus]:
     """Every host's status, in inventory order; each host gets ``timeout`` seconds to connect and answer.
 
-    Hosts that run the same script (same model directory, port and sudo) form one fabric ``ThreadingGroup``;
-    the groups run at the same time.
+    Every host's settings are validated before any connection; the hosts are then reached at once through
+    fabric's groups (:mod:`tierfleet.ssh_group`).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from fabric import ThreadingGroup
-    from fabric.exceptions import GroupException
+    from tierfleet.ssh_group import run_group
 
     hosts = [h for h in state.inventory if state.is_host_in_limit(h)]
-    settings = {h.name: host_settings_of(h, catalog, source) for h in hosts}  # all validated before connecting
-    commands: dict[str, list[tuple[str, Any]]] = {}
-    for h in hosts:
-        script = status_script(status_parts(settings[h.name]))
-        command = f"{'sudo -n ' if h.data.get('_sudo') else ''}sh -c {shlex.quote(script)}"
-        commands.setdefault(command, []).append((h.name, _connection(h, timeout)))
-
-    def run_group(command: str, members: list[tuple[str, Any]]):
-        group = ThreadingGroup.from_connections([conn for _, conn in members])
-        try:
-            return group.run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
-        except GroupException as exc:
-            return exc.result
-
-    results: dict[str, HostStatus] = {}
-    with ThreadPoolExecutor(max_workers=len(commands) or 1) as pool:
-        outcomes = list(pool.map(lambda item: (item[1], run_group(*item)), commands.items()))
-    for members, outcome in outcomes:
-        for name, conn in members:
-            result = outcome.get(conn)
-            if result is None or isinstance(result, BaseException):
-                results[name] = HostStatus(host=name, reachable=False, error=_reason(result, timeout))
-            else:
-                results[name] = parse_status(name, result.stdout, settings[name], catalog)
-            conn.close()
-    return [results[h.name] for h in hosts]
-
-
-def _reason(exc: BaseException | None, timeout: float) -> str:
-    from invoke.exceptions import CommandTimedOut
-
-    if exc is None:
-        return "no result"
-    if isinstance(exc, CommandTimedOut):
-        return f"no answer within {timeout:g}s"
-    if isinstance(exc, TimeoutError) or type(exc).__name__ in ("timeout", "SSHException") and "timed out" in str(exc):
-        return f"no answer within {timeout:g}s ({exc})"
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
+    settings = {h.name: host_settings_of(h, catalog, source) for h in hosts}
+    jobs = [ssh_job(h, status_script(status_parts(settings[h.name]))) for h in hosts]
+    out = []
+    for result in run_group(jobs, timeout):
+        name = result["name"]
+        if result["ok"]:
+            out.append(parse_status(name, result["stdout"], settings[name], catalog))
+        else:
+            out.append(HostStatus(host=name, reachable=False, error=result["error"]))
+    return out

@@ -134,5 +134,5 @@ def test_a_repository_key_that_does_not_match_its_pinned_sha256_is_not_installed
     before = in_host(lab, host, "sha256sum", keyring).stdout
     run = pyinfra(lab, "deploys/tier_basic.py", "--limit", host, "--data", f"{key}={'0' * 64}")
     assert run.returncode == 1, run.stdout[-3000:]
-    assert f"does not have the pinned sha256 {'0' * 64}; {keyring} was left as it was" in run.stdout + run.stderr
+    assert f"does not have the pinned sha256 {'0' * 64}; {keyring} was left as it was" in run.stdout
     assert in_host(lab, host, "sha256sum", keyring).stdout == before  # the key apt trusts is unchanged
