@@ -14,7 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tierfleet.lab.fleet import Lab, cycle_spec
+from tierfleet.lab.fleet import Lab
+from tierfleet.lab.spec import cycle_spec
 from tierfleet.lab.system import cgroup_memory_bytes, cgroup_pids
 
 
