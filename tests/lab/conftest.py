@@ -18,6 +18,7 @@ import pytest
 
 from tierfleet.lab import dress
 from tierfleet.lab.profiles import PROFILES
+from tierfleet.lab.runner import run_pyinfra
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -39,19 +40,7 @@ SESSION_ADDR_BASE = lab_test_addr(100)
 
 def pyinfra(lab, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """``pyinfra -y inventory/lab.py ARGS`` against ``lab``, under an outer timeout, output merged."""
-    env = dict(os.environ, TIERFLEET_LAB_DIR=str(lab.root))
-    exe = str(Path(sys.executable).with_name("pyinfra"))
-    return subprocess.run(["timeout", str(int(timeout)), exe, "-y", "inventory/lab.py", *args], cwd=REPO,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-
-
-def grand_total(output: str) -> dict:
-    """The "Grand total" row of pyinfra's results table as numbers."""
-    line = next(l for l in output.splitlines() if l.strip().startswith("Grand total"))
-    hosts, success, error, nochange = line.split()[2:6]
-    as_int = lambda v: 0 if v == "-" else int(v)  # noqa: E731
-    return {"hosts": as_int(hosts), "success": as_int(success), "error": as_int(error),
-            "no_change": as_int(nochange)}
+    return run_pyinfra("-y", "inventory/lab.py", *args, lab_dir=lab.root, timeout=timeout)
 
 
 def make_root(tmp: Path, profile_name: str) -> Path:
