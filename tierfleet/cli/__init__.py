@@ -38,11 +38,12 @@ def make_cli() -> click.Group:
         """Provision and operate quantized DeepSeek-R1 distilled LLMs on fleets."""
         _logging(verbose)
 
-    from tierfleet.cli import catalog, lab, preflight
+    from tierfleet.cli import artifacts, catalog, lab, preflight
 
     cli.add_command(preflight.preflight)
     cli.add_command(catalog.tiers)
     cli.add_command(lab.lab)
+    cli.add_command(artifacts.artifacts)
     return cli
 
 
