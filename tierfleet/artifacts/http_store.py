@@ -39,7 +39,8 @@ from pathlib import Path
 
 from tierfleet.exceptions import ConfigError
 
-RANGE_RE = re.compile(r"\s*bytes=(\d*)-(\d*)\s*")
+#: one range; at most 20 digits a side (any file size fits; int() of thousands of digits would raise)
+RANGE_RE = re.compile(r"\s*bytes=(\d{0,20})-(\d{0,20})\s*")
 #: bytes per write of a response body
 CHUNK = 64 * 1024
 #: what a :class:`BodyFault` can do to a response body
@@ -132,9 +133,12 @@ class RangeRequestHandler(BaseHTTPRequestHandler):
         for prefix, root in roots.items():
             if path.startswith(prefix):
                 base = Path(root).resolve()
-                target = (base / path[len(prefix):]).resolve()
-                if base in target.parents:
-                    return target if target.is_file() else None
+                try:
+                    target = (base / path[len(prefix):]).resolve()
+                    found = base in target.parents and target.is_file()
+                except (OSError, ValueError):  # a NUL byte, a name too long
+                    return None
+                return target if found else None
         return None
 
     def serve(self, body: bool) -> None:
