@@ -2,7 +2,7 @@
 
 Usage: sudo .venv/bin/python bench/deploy.py [N ...]
 
-Each N gets a fresh lab (hosts cycle through the profiles; cpu-small is excluded since preflight refuses it),
+Each N gets a fresh lab on ``.201`` onwards of the address block (``$TIERFLEET_LAB_ADDR_BASE``'s /24; hosts cycle through the profiles; cpu-small is excluded since preflight refuses it),
 the lab's artifacts are published first (outside the measurement), then
 ``pyinfra -y inventory/lab.py deploys/tier_basic.py`` runs twice. The second run must change nothing.
 """
@@ -22,6 +22,7 @@ from tierfleet.lab.artifacts import publish_lab_artifacts  # noqa: E402
 from tierfleet.lab.fleet import Lab  # noqa: E402
 from tierfleet.lab.profiles import PROFILES  # noqa: E402
 from tierfleet.lab.runner import grand_total, run_pyinfra  # noqa: E402
+from tierfleet.lab.spec import block_address  # noqa: E402
 
 DEPLOYABLE = [name for name in PROFILES if name != "cpu-small"]
 
@@ -43,7 +44,7 @@ def _changes(total: dict) -> str:
 def bench(n: int) -> str:
     with tempfile.TemporaryDirectory(prefix="tierfleet-deploy-bench-") as tmp:
         lab_dir = Path(tmp) / "lab"
-        os.environ.update(TIERFLEET_LAB_DIR=str(lab_dir), TIERFLEET_LAB_ADDR_BASE="127.0.0.200")
+        os.environ.update(TIERFLEET_LAB_DIR=str(lab_dir), TIERFLEET_LAB_ADDR_BASE=block_address(200))
         lab = Lab(lab_dir, log=lambda m: print(f"lab: {m}", file=sys.stderr))
         try:
             lab.up([(f"h{i + 1:02d}", DEPLOYABLE[i % len(DEPLOYABLE)]) for i in range(n)])

@@ -19,6 +19,7 @@ import pytest
 from tierfleet.lab import dress
 from tierfleet.lab.profiles import PROFILES
 from tierfleet.lab.runner import run_pyinfra
+from tierfleet.lab.spec import block_address
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -26,16 +27,8 @@ STANDINS = REPO / "tierfleet" / "lab" / "stand-ins"
 RECORDINGS = REPO / "tierfleet" / "lab" / "recordings"
 #: one host per profile, named after it
 SESSION_SPEC = [(name, name) for name in PROFILES]
-
-
-def lab_test_addr(last_octet: int) -> str:
-    """``127.0.0.<last_octet>``, or in the /24 of ``$TIERFLEET_LAB_ADDR_BASE`` when that is set."""
-    env = os.environ.get("TIERFLEET_LAB_ADDR_BASE", "127.0.0.10")
-    prefix = env.rsplit(".", 1)[0] if env.startswith("127.") and env.count(".") == 3 else "127.0.0"
-    return f"{prefix}.{last_octet}"
-
-
-SESSION_ADDR_BASE = lab_test_addr(100)
+#: the session fleet's addresses: .101 onwards in the checkout's address block
+SESSION_ADDR_BASE = block_address(100)
 
 
 def pyinfra(lab, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

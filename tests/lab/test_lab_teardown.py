@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import lab_test_addr
 from tierfleet.lab.fleet import Lab
+from tierfleet.lab.spec import block_address
 from tierfleet.lab.system import cgroup_pids, cgroup_roots, mounts_under
 
 pytestmark = pytest.mark.lab
@@ -47,7 +47,7 @@ def small_lab(tmp_path, monkeypatch):
     made: list[Lab] = []
 
     def make(last_octet: int) -> Lab:
-        monkeypatch.setenv("TIERFLEET_LAB_ADDR_BASE", lab_test_addr(last_octet))
+        monkeypatch.setenv("TIERFLEET_LAB_ADDR_BASE", block_address(last_octet))
         made.append(Lab(tmp_path / "lab"))
         return made[-1]
 

@@ -161,3 +161,13 @@ def test_addresses_stay_on_loopback(monkeypatch):
     monkeypatch.setenv("TIERFLEET_LAB_ADDR_BASE", "10.0.0.1")
     with pytest.raises(ConfigError, match="TIERFLEET_LAB_ADDR_BASE"):
         spec.addresses(1)
+
+
+@pytest.mark.parametrize(("base", "expected"), [(None, "127.0.0.200"), ("127.0.5.10", "127.0.5.200"),
+                                                ("10.0.0.1", "127.0.0.200"), ("junk", "127.0.0.200")])
+def test_block_address_keeps_to_the_checkouts_block(monkeypatch, base, expected):
+    if base is None:
+        monkeypatch.delenv("TIERFLEET_LAB_ADDR_BASE", raising=False)
+    else:
+        monkeypatch.setenv("TIERFLEET_LAB_ADDR_BASE", base)
+    assert spec.block_address(200) == expected

@@ -50,6 +50,14 @@ def cycle_spec(n: int) -> list[tuple[str, str]]:
     return [(f"lab-{i + 1:02d}", names[i % len(names)]) for i in range(n)]
 
 
+def block_address(last_octet: int) -> str:
+    """``127.0.0.<last_octet>``, or that octet in the /24 of ``$TIERFLEET_LAB_ADDR_BASE`` when it is set, so
+    the tests' and benchmarks' own labs keep to the checkout's address block."""
+    env = os.environ.get(ADDR_BASE_ENV, "127.0.0.10")
+    prefix = env.rsplit(".", 1)[0] if env.startswith("127.") and env.count(".") == 3 else "127.0.0"
+    return f"{prefix}.{last_octet}"
+
+
 def addresses(count: int) -> list[str]:
     """SSH addresses ``127.0.0.11`` onwards (``$TIERFLEET_LAB_ADDR_BASE`` sets the one before the first)."""
     text = os.environ.get(ADDR_BASE_ENV, "127.0.0.10")
