@@ -121,6 +121,7 @@ def upgrade(inventory: str, name: str, data: dict[str, str]) -> dict[str, Any]:
         state, host = _state(inventory, name, data)
         settings = host_settings_of(host, load_catalog(), inventory)
         before = result["before"] = snapshot(state, host, settings)
+        print(f"worker: {name}: connected, deploying", flush=True)
         ok = _run(state, tier)
         _disconnect(state)
         state, host = _state(inventory, name, data)
