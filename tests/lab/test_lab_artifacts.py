@@ -13,7 +13,7 @@ from tierfleet.catalog import load_catalog
 from tierfleet.exceptions import InventoryError
 from tierfleet.deploys.stack import l4t_apt_release
 from tierfleet.lab import artifacts, base
-from tierfleet.lab.fleet import inventory_from_state
+from tierfleet.lab.inventory import inventory_from_state
 from tierfleet.lab.profiles import PROFILES
 from tierfleet.lab.state import HostState, LabState
 from tierfleet.settings import host_settings

@@ -14,8 +14,9 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, grand_total, pyinfra
+from conftest import REPO, pyinfra
 from tierfleet.lab.profiles import PROFILES
+from tierfleet.lab.runner import grand_total
 
 pytestmark = pytest.mark.lab
 

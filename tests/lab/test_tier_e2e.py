@@ -5,18 +5,17 @@ previous release serving."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tierfleet.lab.runner import grand_total, run_pyinfra
+from tierfleet.lab.system import wait_until
+
 pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[2]
-PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 HOST = "cpu-server"
 
 
@@ -66,16 +65,14 @@ def inventory(lab):
 
 
 def deploy(inventory: Path, *args: str, deploy_file: str = "deploys/tier_advanced.py"):
-    run = subprocess.run([PYINFRA, "-y", str(inventory), deploy_file, "--limit", HOST, *args],
-                         capture_output=True, text=True, cwd=REPO, timeout=300, env=os.environ.copy())
-    return run.returncode, run.stdout + run.stderr
+    run = run_pyinfra("-y", str(inventory), deploy_file, "--limit", HOST, *args)
+    return run.returncode, run.stdout
 
 
-def grand_total(out: str) -> tuple[int, int, int]:
-    """(success, error, no change) from pyinfra's results table."""
-    line = next(ln for ln in out.splitlines() if "Grand total" in ln)
-    cells = [c for c in line.split()[2:]]
-    return tuple(0 if c == "-" else int(c) for c in cells[1:4])
+def changed(out: str) -> tuple[int, int]:
+    """(success, error) from pyinfra's results table: (0, 0) when nothing changed."""
+    total = grand_total(out)
+    return total["success"], total["error"]
 
 
 def on_host(lab, command: str) -> str:
@@ -92,14 +89,15 @@ def serving(lab) -> str:
 
 def eventually(lab, command: str, expected: str, timeout: float = 20.0) -> str:
     """Run ``command`` on the host until it prints ``expected`` (the daemon acts on its next tick)."""
-    import time
+    got = ""
 
-    deadline = time.monotonic() + timeout
-    while True:
+    def done() -> bool:
+        nonlocal got
         got = on_host(lab, command)
-        if got == expected or time.monotonic() > deadline:
-            return got
-        time.sleep(0.5)
+        return got == expected
+
+    wait_until(done, timeout=timeout, interval=0.5)
+    return got
 
 
 def current(lab, root: str = "/var/lib/tierfleet/models") -> str:
@@ -114,13 +112,13 @@ def converged(lab, store, inventory):
 
 
 def test_first_converge_serves_and_rerun_changes_nothing(lab, converged, inventory):
-    success, error, _ = grand_total(converged)
+    success, error = changed(converged)
     assert success > 0 and error == 0
     assert on_host(lab, "curl -fsS http://127.0.0.1:8080/health") == '{"status":"ok"}'
     assert serving(lab) == "tiny-llama-Q8_0-1"
     assert current(lab) == "releases/tiny-llama-Q8_0-1"
     rc, out = deploy(inventory)
-    assert rc == 0 and grand_total(out)[:2] == (0, 0), out
+    assert rc == 0 and changed(out) == (0, 0), out
 
 
 def test_service_is_unprivileged_hardened_and_pinned(lab, converged):
@@ -172,9 +170,9 @@ def test_ops_daemon_applies_profiles_and_restores_on_stop(lab, converged):
 
 def test_dry_run_shows_the_plan_and_changes_nothing(lab, converged, inventory):
     before = current(lab)
-    run = subprocess.run([PYINFRA, "--dry", str(inventory), "deploys/tier_advanced.py", "--limit", HOST,
-                          "--data", "model_version=2"], capture_output=True, text=True, cwd=REPO, timeout=300)
-    out = run.stdout + run.stderr
+    run = run_pyinfra("--dry", str(inventory), "deploys/tier_advanced.py", "--limit", HOST,
+                      "--data", "model_version=2")
+    out = run.stdout
     assert run.returncode == 0, out
     assert re.search(r"model tiny-llama-Q8_0 2\s+1 \(cpu-server\)", out), out
     assert current(lab) == before
@@ -192,7 +190,7 @@ def test_upgrade_then_rollback(lab, converged, inventory):
     assert current(lab) == "releases/tiny-llama-Q8_0-1"
     assert serving(lab) == "tiny-llama-Q8_0-1"
     rc, out = deploy(inventory, "--data", "model_version=2", deploy_file="deploys/rollback.py")
-    assert rc == 0 and grand_total(out)[:2] == (0, 0), out  # already rolled back
+    assert rc == 0 and changed(out) == (0, 0), out  # already rolled back
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,8 @@ from pathlib import Path
 import pytest
 
 from tierfleet.artifacts.gguf_tiny import write_tiny_gguf
-from tierfleet.artifacts.http_store import RangeRequestHandler, StoreServer
+from tierfleet.artifacts.http_store import BodyFault, RangeRequestHandler, StoreServer
 from tierfleet.artifacts.manifest import publish
-
-from .harness import OpRun, run_local  # noqa: F401 - shared with the tests
 
 
 class ServerControl:
@@ -29,21 +27,16 @@ class ServerControl:
 
 def make_handler(control: ServerControl) -> type[RangeRequestHandler]:
     class Handler(RangeRequestHandler):
-        def send_head(self):
+        def serve(self, body: bool) -> None:
             with control.lock:
                 control.ranges.append(self.headers.get("Range"))
                 control.paths.append(self.path)
             time.sleep(control.delay_s)
-            return super().send_head()
+            super().serve(body)
 
-        def copyfile(self, source, outputfile):
-            if control.cut_after is None:
-                return super().copyfile(source, outputfile)
+        def body_fault(self) -> BodyFault | None:
             # send part of the body, then drop the connection (Content-Length promised more)
-            outputfile.write(source.read(control.cut_after))
-            outputfile.flush()
-            self.close_connection = True
-            self._range_left = None
+            return None if control.cut_after is None else BodyFault("truncate", after=control.cut_after)
 
     return Handler
 

@@ -21,7 +21,9 @@ import pytest
 from tierfleet.operations import release
 
 from .conftest import tree
-from .harness import run_local, run_operation
+from tierfleet.lab.runner import run_local
+
+from .harness import run_operation
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -83,7 +85,7 @@ def test_same_size_corruption_is_found_only_when_asked_to_verify(tmp_path, store
 
 RACE = """
 import sys
-from tests.operations.harness import run_local
+from tierfleet.lab.runner import run_local
 from tierfleet.artifacts.manifest import manifest_from_dict
 from tierfleet.operations import release
 import json

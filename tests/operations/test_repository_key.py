@@ -11,7 +11,7 @@ from pyinfra.api import OperationValueError
 from tierfleet.artifacts.http_store import StoreServer
 from tierfleet.operations import packages
 
-from .harness import run_local
+from tierfleet.lab.runner import run_local
 
 KEY = b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZ...\n-----END PGP PUBLIC KEY BLOCK-----\n"
 
