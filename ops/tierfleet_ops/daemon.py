@@ -19,7 +19,7 @@ from typing import Any
 
 from .apply import Applier
 from .backends.base import Backend, HostContext, detect_backends
-from .errors import ConfigError, ControlError, OpsError
+from .errors import ConfigError, ControlError, FatalError, OpsError
 from .knobs import Knob, Outcome, Skipped
 from .notify import notify, watchdog_interval_s
 from .pinning import Pinner, PinReport, Procfs, RuntimeMatch, SliceCpus
@@ -109,6 +109,9 @@ class Daemon:
         self._last_now: float | None = None
         self.server: Any = None
         self.metrics_server: Any = None
+        #: why the daemon must stop (set from any thread by :meth:`fatal`)
+        self.fatal_error: BaseException | None = None
+        self._stopped = False
 
     # --- setup ------------------------------------------------------------------------------
 
@@ -129,7 +132,7 @@ class Daemon:
         if self.cfg.socket_path:
             from .control import ControlServer
 
-            self.server = ControlServer(self, self.cfg.socket_path, self.cfg.socket_group)
+            self.server = ControlServer(self, self.cfg.socket_path, self.cfg.socket_group, on_fatal=self.fatal)
             self.server.start()
         self.backends = detect_backends(self.cfg.ctx, self.cfg.backends)
         names = list(self.state.originals)
@@ -334,7 +337,20 @@ class Daemon:
         self.update_placement(force=True)
         return True
 
+    def fatal(self, exc: BaseException) -> None:
+        """Stop the daemon because of ``exc`` (from any thread): :meth:`run` restores the recorded
+        originals, then raises :class:`FatalError` (exit status 1, so systemd restarts it)."""
+        if self.fatal_error is None:
+            self.fatal_error = exc
+        self.stop_event.set()
+
     def run(self) -> None:
+        """The process's main function: start, tick until stopped, restore on every way out.
+
+        SIGTERM/SIGINT stop it cleanly. Whatever ends the loop (a signal, an error that escapes a
+        tick, a dead control server) passes through :meth:`stop`, which puts the recorded
+        originals back; an error is then raised again as :class:`FatalError`.
+        """
         signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
         signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
         signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
@@ -356,39 +372,66 @@ class Daemon:
                     # stops the watchdog pings and systemd restarts the daemon
                     log.exception("tick failed")
                 self.stop_event.wait(max(0.0, self.policy.top["tick_s"] - (time.monotonic() - t0)))
-        finally:
+        except BaseException as exc:
+            log.critical("control loop failed: %r", exc, exc_info=exc)
+            self.fatal(exc)
             self.stop()
+            raise
+        self.stop()
+        if self.fatal_error is not None:
+            raise FatalError(f"stopped after a fatal error, originals restored: {self.fatal_error!r}") \
+                from self.fatal_error
 
     def stop(self) -> list[Outcome]:
-        notify("STOPPING=1")
+        """Put back every recorded original (``on_stop: restore``) and every thread's mask.
+
+        Each step runs even when an earlier one fails (a full disk, no file descriptors left), so
+        no fatal path skips the restore; a second call does nothing.
+        """
+        if self._stopped:
+            return []
+        self._stopped = True
         outcomes: list[Outcome] = []
+
+        def step(what: str, fn: Any) -> Any:
+            try:
+                return fn()
+            except Exception:  # noqa: BLE001 - go on with the rest of the restore
+                log.exception("stop: %s failed", what)
+                return None
+
+        step("notify", lambda: notify("STOPPING=1"))
         if self.server:
-            self.server.stop()
+            step("control socket", self.server.stop)
         if self.metrics_server:
-            self.metrics_server.shutdown()
-            self.metrics_server.server_close()
+            step("metrics", self.metrics_server.shutdown)
+            step("metrics", self.metrics_server.server_close)
         with self.lock:
             if self.policy.top["on_stop"] == "restore" and not self.cfg.dry_run:
-                order_by = {}
-                for b in self.backends:
-                    for name in b.knobs():
-                        order_by[name] = b
-                knobs = self.knobs()
-
-                def order(changes: list[Any]) -> list[Any]:
-                    out: list[Any] = []
-                    for b in self.backends:
-                        out.extend(b.order([c for c in changes if order_by.get(c.knob.name) is b]))
-                    return out + [c for c in changes if c.knob.name not in order_by]  # systemd slices
-
-                outcomes = self.applier.restore(knobs, order=order)
-                log.info("restored originals", extra={"fields": {
-                    "restored": sum(o.status == "changed" for o in outcomes),
-                    "failed": sum(o.status in ("failed", "verify-failed") for o in outcomes)}})
+                outcomes = step("restore", self._restore) or []
             if not self.cfg.dry_run:
-                self.pinner.unpin()
+                step("unpin", self.pinner.unpin)
             for b in self.backends:
-                b.close()
+                step(f"close {b.name}", b.close)
+        return outcomes
+
+    def _restore(self) -> list[Outcome]:
+        order_by = {}
+        for b in self.backends:
+            for name in b.knobs():
+                order_by[name] = b
+        knobs = self.knobs()
+
+        def order(changes: list[Any]) -> list[Any]:
+            out: list[Any] = []
+            for b in self.backends:
+                out.extend(b.order([c for c in changes if order_by.get(c.knob.name) is b]))
+            return out + [c for c in changes if c.knob.name not in order_by]  # systemd slices
+
+        outcomes = self.applier.restore(knobs, order=order)
+        log.info("restored originals", extra={"fields": {
+            "restored": sum(o.status == "changed" for o in outcomes),
+            "failed": sum(o.status in ("failed", "verify-failed") for o in outcomes)}})
         return outcomes
 
     # --- reporting ----------------------------------------------------------------------------
