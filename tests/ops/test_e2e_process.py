@@ -307,3 +307,33 @@ def test_a_fatal_error_still_restores_everything(env, where, monkeypatch):
     assert json.loads((tmp / "state.json").read_text())["originals"] == []
     assert masks(env["rt"].pid) == before
     assert not os.path.exists(sock)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda t: t.replace("tick_s: 0.2", "tick_s: null"), "tick_s: null is not a value"),
+    (lambda t: t.replace("version: 1", "version: 1\non_stop:"), "on_stop: null is not a value"),
+    (lambda t: "x: " + "[" * 20000 + "]" * 20000, "<document>: nested too deeply"),
+    (lambda t: t.replace("eco:", "\u00e9co:").encode("latin-1"), "<file>: not UTF-8 text"),
+    (lambda t: t.replace("epp: power", "epp: [power]"), "profiles.eco.cpufreq.epp: ['power'] is not one of"),
+])
+def test_a_bad_reload_is_shown_kept_out_and_retried(env, bad, message):
+    root, sock, pol = env["root"], env["sock"], env["pol"]
+    daemon = env["start"]()
+    assert env["notify"].recv(4096).startswith(b"READY=1")
+    good = pol.read_text()
+    h0 = request(sock, {"cmd": "status"})["policy"]["hash"]
+    broken = bad(good)
+    pol.write_bytes(broken if isinstance(broken, bytes) else broken.encode())
+    daemon.send_signal(signal.SIGHUP)
+    err = wait_for(lambda: request(sock, {"cmd": "status"})["policy"]["error"], "reload error")
+    assert message in err and err.startswith(str(pol))
+    time.sleep(0.5)  # a few ticks on the kept policy
+    assert daemon.poll() is None and request(sock, {"cmd": "status"})["policy"]["hash"] == h0
+    # the same file, mended, is read again on the next reload
+    pol.write_text(good.replace("epp: power", "epp: balance_power"))
+    daemon.send_signal(signal.SIGHUP)
+    wait_for(lambda: live(root, "energy_performance_preference") == "balance_power", "mended policy")
+    assert request(sock, {"cmd": "status"})["policy"]["error"] is None
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=30) == 0
+    assert live(root, "energy_performance_preference") == "balance_performance"

@@ -71,16 +71,16 @@ class CpufreqBackend(Backend):
         for s in (
             Setting("governor", "a governor or a fallback list of " + ", ".join(GOVERNORS),
                     "scaling governor; the first one the policy offers is used",
-                    fallback_list(GOVERNORS)),
+                    fallback_list(GOVERNORS), type=list[str]),
             Setting("epp", ", ".join(EPP_VALUES),
                     "energy_performance_preference (intel_pstate/amd-pstate active mode)",
-                    one_of(EPP_VALUES)),
+                    one_of(EPP_VALUES), type=str),
             Setting("min_freq_pct", "integer 0..100",
-                    "scaling_min_freq as a percentage of cpuinfo_min..cpuinfo_max", int_range(0, 100)),
+                    "scaling_min_freq as a percentage of cpuinfo_min..cpuinfo_max", int_range(0, 100), type=int),
             Setting("max_freq_pct", "integer 0..100",
-                    "scaling_max_freq as a percentage of cpuinfo_min..cpuinfo_max", int_range(0, 100)),
+                    "scaling_max_freq as a percentage of cpuinfo_min..cpuinfo_max", int_range(0, 100), type=int),
             Setting("boost", "true or false", "turbo/boost (cpufreq/boost or intel_pstate/no_turbo)",
-                    boolean),
+                    boolean, type=bool),
         )
     }
 

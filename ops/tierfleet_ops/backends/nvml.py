@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Union
 from collections.abc import Callable
 
 from ..errors import UnavailableError
@@ -156,11 +156,12 @@ class NvmlBackend(Backend):
         for s in (
             Setting("power_limit_w", "integer watts within the GPU's power-limit constraints",
                     "board power limit (nvidia-smi -pl); out-of-range values are skipped",
-                    int_range(1, 5000)),
+                    int_range(1, 5000), type=int),
             Setting("power_limit_pct", "integer 1..100 of the maximum constraint",
-                    "power limit as a percentage of the maximum allowed limit", int_range(1, 100)),
+                    "power limit as a percentage of the maximum allowed limit", int_range(1, 100), type=int),
             Setting("locked_sm_clocks_mhz", "[min_mhz, max_mhz] or false",
-                    "lock SM clocks (nvidia-smi -lgc); false resets them (-rgc)", clock_pair),
+                    "lock SM clocks (nvidia-smi -lgc); false resets them (-rgc)", clock_pair,
+                    type=Union[list[int], bool]),
         )
     }
 
