@@ -47,6 +47,8 @@ def hardware_options(f: Any) -> Any:
 
 
 def print_changes(result: dict[str, Any]) -> None:
+    """A dry run's diff: ``~`` would change, ``=`` already so, ``?`` knob unavailable, ``-`` skipped,
+    ``x`` a backend this host does not have (why, and which of the profile's settings it leaves)."""
     click.echo(f"profile {result['profile']}:")
     for c in result["changes"]:
         mark = {"would-change": "~", "unchanged": "=", "unavailable": "?"}.get(c["status"], "!")
@@ -54,6 +56,11 @@ def print_changes(result: dict[str, Any]) -> None:
         click.echo(f"  {mark} {c['knob']}: {c['before']} -> {c['want']}{note}")
     for s in result["skipped"]:
         click.echo(f"  - {s['knob']}: skipped: {s['reason']}")
+    for a in result.get("absent", []):
+        left = f"; not applied: {', '.join(a['settings'])}" if a["settings"] else ""
+        click.echo(f"  x {a['backend']}: absent: {a['reason']}{left}")
+    if not result["changes"] and not result["skipped"]:
+        click.echo("  nothing to compare: no knob of this profile exists on this host")
 
 
 def make_cli() -> click.Group:
@@ -110,8 +117,12 @@ def make_cli() -> click.Group:
         click.echo(f"load:     {load}  {sig}")
         click.echo("readings: " + (" ".join(f"{k}={v:.1f}" for k, v in st["readings"].items()) or "none"))
         click.echo("backends: " + (", ".join(b["name"] for b in st["backends"]) or "none"))
+        for name, why in st.get("absent_backends", {}).items():
+            click.echo(f"absent:   {name}: {why}")
         avail = sum(st["knobs"].values())
-        click.echo(f"knobs:    {avail} available of {len(st['knobs'])}")
+        missing = [k for k, ok in st["knobs"].items() if not ok]
+        click.echo(f"knobs:    {avail} available of {len(st['knobs'])}"
+                   + (f"; unavailable: {', '.join(missing)}" if missing else ""))
         if st["placement"]:
             p = st["placement"]
             click.echo(f"cpus:     os {p['reserved'] or '-'}  inference {p['inference']}")
@@ -170,7 +181,7 @@ def make_cli() -> click.Group:
             print_changes(request(socket_path, {"cmd": "dry-run", "profile": profile_name}))
             return
         from .apply import Applier
-        from .backends.base import detect_backends
+        from .backends.base import not_applied, probe_backends
         from .errors import ConfigError
         from .policy import load_policy
         from .state import StateStore
@@ -181,7 +192,7 @@ def make_cli() -> click.Group:
             raise ConfigError(policy_path, "profile", f"{name!r} is not a profile; allowed: "
                               f"{', '.join(sorted(pol.profiles))}")
         ctx = host_context(sysfs_root, runner_path, fake_nvml, "/nonexistent")
-        found = detect_backends(ctx, list(backends) or None)
+        found, absent = probe_backends(ctx, list(backends) or None)
         changes, skipped = [], []
         for b in found:
             c, s = b.plan(pol.profiles[name][b.name]) if b.name in pol.profiles[name] else ([], [])
@@ -191,7 +202,8 @@ def make_cli() -> click.Group:
         for b in found:
             b.close()
         print_changes({"profile": name, "changes": [o.as_dict() for o in out],
-                       "skipped": [{"knob": s.name, "reason": s.reason} for s in skipped]})
+                       "skipped": [{"knob": s.name, "reason": s.reason} for s in skipped],
+                       "absent": not_applied(pol.profiles[name], absent)})
 
     @cli.command("check-policy")
     @click.argument("path")

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from .apply import Applier
-from .backends.base import Backend, HostContext, detect_backends
+from .backends.base import Backend, HostContext, not_applied, probe_backends
 from .errors import ConfigError, ControlError, FatalError, OpsError
 from .knobs import Knob, Outcome, Skipped
 from .notify import notify, watchdog_interval_s
@@ -84,6 +84,8 @@ class Daemon:
         self.policy_mtime = self._mtime()
         self.policy_error: str | None = None
         self.backends: list[Backend] = []
+        #: backends this host does not have, and why
+        self.absent: dict[str, str] = {}
         self.state = StateStore(cfg.state_path)
         self.applier = Applier(self.state)
         self.selector = Selector(self.policy.switching, self.policy.default_profile, self.policy.windows)
@@ -134,7 +136,7 @@ class Daemon:
 
             self.server = ControlServer(self, self.cfg.socket_path, self.cfg.socket_group, on_fatal=self.fatal)
             self.server.start()
-        self.backends = detect_backends(self.cfg.ctx, self.cfg.backends)
+        self.backends, self.absent = probe_backends(self.cfg.ctx, self.cfg.backends)
         names = list(self.state.originals)
         for b in self.backends:
             adopt = getattr(b, "adopt_originals", None)
@@ -224,7 +226,8 @@ class Daemon:
             outcomes = self.apply_profile(p, "dry-run", dry_run=True)
             skipped = self.plan(p)[1]
         return {"profile": p, "changes": [o.as_dict() for o in outcomes],
-                "skipped": [{"knob": s.name, "reason": s.reason} for s in skipped]}
+                "skipped": [{"knob": s.name, "reason": s.reason} for s in skipped],
+                "absent": not_applied(self.policy.profiles[p], self.absent)}
 
     # --- placement ----------------------------------------------------------------------------
 
@@ -447,7 +450,8 @@ class Daemon:
                 "profile": self.selector.current, "held": self.selector.held, "reason": self.selector.reason,
                 "policy": {"path": self.cfg.policy_path, "hash": self.policy.hash, "error": self.policy_error},
                 "load_pct": self.load, "signals": self.sample, "readings": self.readings,
-                "backends": [b.describe() for b in self.backends], "governors": governors,
+                "backends": [b.describe() for b in self.backends], "absent_backends": dict(self.absent),
+                "governors": governors,
                 "knobs": dict(self.knob_available),
                 "placement": self.placement.as_dict() if self.placement else None,
                 "pinning": {"pids": self.last_pin.pids, "threads": self.last_pin.threads,

@@ -138,10 +138,12 @@ def test_daemon_process_lifecycle(env):
 
     out = cli("status", "--socket", sock).stdout
     assert "profile:  eco" in out and "pinning:  1 process(es), 4 thread(s)" in out
+    assert "absent:   jetson: not a Jetson: " in out  # as dry-run says it
 
     out = cli("dry-run", "--socket", sock, "--profile", "performance").stdout
     assert "~ cpufreq.policy0.scaling_governor: powersave -> performance" in out
     assert "- cpufreq.policy0.energy_performance_preference: skipped" not in out
+    assert "  x jetson: absent: not a Jetson: " in out
     assert live(root, "scaling_governor") == "powersave"
 
     assert "holding performance" in cli("profile", "hold", "performance", "--socket", sock).stdout

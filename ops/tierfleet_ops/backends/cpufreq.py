@@ -92,9 +92,13 @@ class CpufreqBackend(Backend):
         self._knobs = self._make_knobs()
 
     @classmethod
-    def detect(cls, ctx: HostContext) -> CpufreqBackend | None:
+    def probe(cls, ctx: HostContext) -> CpufreqBackend | str:
         backend = cls(ctx.sysfs)
-        return backend if backend.policies else None
+        if backend.policies:
+            return backend
+        if not ctx.sysfs.exists(CPUFREQ):
+            return f"no {ctx.sysfs.path(CPUFREQ)}: the kernel has no cpufreq driver here (usual in VMs and containers)"
+        return f"no policyN under {ctx.sysfs.path(CPUFREQ)}"
 
     # --- reading ----------------------------------------------------------------------------
 

@@ -162,14 +162,15 @@ class JetsonBackend(Backend):
         self._knobs = self._make_knobs()
 
     @classmethod
-    def detect(cls, ctx: HostContext) -> JetsonBackend | None:
+    def probe(cls, ctx: HostContext) -> JetsonBackend | str:
         model_file = ctx.sysfs.root.parent / "proc/device-tree/model"
         try:
             model = model_file.read_text(errors="replace").rstrip("\x00\n")
         except OSError:
             model = ""
         if "Jetson" not in model and ctx.runner.which("nvpmodel") is None:
-            return None
+            said = f"says {model!r}" if model else "is missing"
+            return f"not a Jetson: {model_file} {said} and nvpmodel is not on PATH"
         return cls(ctx, model or "Jetson")
 
     # --- nvpmodel ---------------------------------------------------------------------------

@@ -173,21 +173,27 @@ class NvmlBackend(Backend):
         self.reloads = 0
 
     @classmethod
-    def detect(cls, ctx: HostContext) -> NvmlBackend | None:
+    def probe(cls, ctx: HostContext) -> NvmlBackend | str:
         client = NvmlClient(ctx.nvml_loader or default_loader)
         try:
             client.start()
-        except (UnavailableError, ImportError, OSError) as exc:
+        except UnavailableError as exc:
             log.debug("nvml: %s", exc)
-            return None
+            return str(exc)
+        except ImportError as exc:
+            log.debug("nvml: %s", exc)
+            return f"pynvml cannot be imported ({exc}); install tierfleet-ops[nvml]"
+        except OSError as exc:
+            log.debug("nvml: %s", exc)
+            return f"NVML: {exc}"
         except Exception as exc:  # NVMLError of a module we could not name before loading it
             if client.nvml is not None and isinstance(exc, client.nvml.NVMLError):
                 log.info("nvml: not available: %s", exc)
-                return None
+                return f"NVML: {exc}"
             raise
         if not client.handles:
             client.stop()
-            return None
+            return "NVML reports no GPUs"
         return cls(client)
 
     # --- knobs ------------------------------------------------------------------------------
