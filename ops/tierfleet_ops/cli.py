@@ -85,16 +85,18 @@ def make_cli() -> click.Group:
         """Run the daemon (systemd: Type=notify)."""
         import os
 
+        import psutil
+
         from . import logs
         from .daemon import Daemon, DaemonConfig
-        from .pinning import Procfs
 
         logs.setup(log_level)
+        psutil.PROCFS_PATH = proc_root  # psutil's own movable proc root (recorded trees in tests)
         cfg = DaemonConfig(policy_path=policy_path, state_path=state_path, socket_path=socket_path,
                            socket_group=socket_group, metrics_port=metrics_port or None,
                            backends=list(backends) or None,
                            ctx=host_context(sysfs_root, runner_path, fake_nvml, os.path.dirname(state_path)),
-                           procfs=Procfs(proc_root), dry_run=dry_run)
+                           dry_run=dry_run)
         Daemon(cfg).run()
 
     @cli.command()

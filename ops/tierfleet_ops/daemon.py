@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import psutil
+
 from .apply import Applier
 from .backends.base import Backend, HostContext, not_applied, probe_backends
 from .errors import ConfigError, ControlError, FatalError, OpsError
 from .knobs import Knob, Outcome, Skipped
 from .notify import notify, watchdog_interval_s
-from .pinning import Pinner, PinReport, Procfs, RuntimeMatch, SliceCpus
+from .pinning import Pinner, PinReport, RuntimeMatch, SliceCpus
 from .policy import Policy, load_policy
 from .selector import Selector
 from .signals import Signals, combine
@@ -32,7 +34,8 @@ from .topology import Placement, choose_cores, read_topology
 log = logging.getLogger(__name__)
 
 #: other power managers, by process name (comm is cut to 15 characters)
-POWER_MANAGERS = {"tuned": "tuned", "power-profiles-": "power-profiles-daemon",
+POWER_MANAGERS = {"tuned": "tuned", "power-profiles-": "power-profiles-daemon", "power-profiles-daemon":
+                  "power-profiles-daemon",
                   "auto-cpufreq": "auto-cpufreq", "tlp": "tlp"}
 
 
@@ -54,6 +57,11 @@ def detect_power_managers(procs: list[tuple[str, list[str]]]) -> list[str]:
     return sorted(found)
 
 
+def process_names() -> list[tuple[str, list[str]]]:
+    """``(name, argv)`` of every process (psutil; its name is comm, completed from argv when cut)."""
+    return [(p.info["name"] or "", p.info["cmdline"] or []) for p in psutil.process_iter(["name", "cmdline"])]
+
+
 @dataclass
 class DaemonConfig:
     policy_path: str
@@ -64,7 +72,6 @@ class DaemonConfig:
     metrics_addr: str = "127.0.0.1"
     backends: list[str] | None = None
     ctx: HostContext = field(default_factory=HostContext)
-    procfs: Procfs = field(default_factory=Procfs)
     cgroup_root: str = "/sys/fs/cgroup"
     #: CPUs placement may use; None: this process's affinity (``os.sched_getaffinity(0)``)
     allowed_cpus: set[int] | None = None
@@ -90,7 +97,7 @@ class Daemon:
         self.applier = Applier(self.state)
         self.selector = Selector(self.policy.switching, self.policy.default_profile, self.policy.windows)
         self.signals = Signals(self.policy.runtime)
-        self.pinner = Pinner(self._match(), cfg.procfs, self.state)
+        self.pinner = Pinner(self._match(), self.state)
         self.slices = SliceCpus(cfg.ctx.runner, cfg.cgroup_root)
         self.placement: Placement | None = None
         self.online_seen: str | None = None
@@ -164,9 +171,7 @@ class Daemon:
 
     def check_power_managers(self) -> None:
         """Warn (once per change) when tuned, power-profiles-daemon or auto-cpufreq runs."""
-        found = detect_power_managers(
-            [((self.cfg.procfs.read(p, "comm") or "").strip(), self.cfg.procfs.argv(p))
-             for p in self.cfg.procfs.pids()])
+        found = detect_power_managers(process_names())
         for m in sorted(set(found) - set(self.other_managers)):
             log.warning("another power manager is running: %s; it will fight this daemon over the same knobs", m)
         self.other_managers = found

@@ -11,34 +11,36 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
 import urllib.error
 import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 log = logging.getLogger(__name__)
 
 
-def parse_prometheus(text: str) -> dict[str, float]:
-    """Sample values by metric name (labels dropped, values of one name summed).
+def parse_prometheus(text: str) -> dict[str, float] | None:
+    """Sample values by sample name (labels dropped, values of one name summed), parsed by
+    prometheus_client's own text parser; ``None`` ("no reading") for text it does not accept,
+    and samples that are not finite numbers are left out.
 
     >>> parse_prometheus('# HELP x\\nllamacpp:requests_processing 2\\nllamacpp:requests_deferred 1\\n')
     {'llamacpp:requests_processing': 2.0, 'llamacpp:requests_deferred': 1.0}
+    >>> parse_prometheus('llamacpp:requests_processing{a="1"} 2\\nllamacpp:requests_processing{a="') is None
+    True
     """
     out: dict[str, float] = {}
-    for ln in text.splitlines():
-        ln = ln.strip()
-        if not ln or ln.startswith("#"):
-            continue
-        head, _, rest = ln.partition(" ") if "{" not in ln.split(" ")[0] else ln.partition("} ")
-        metric = head.split("{", 1)[0]
-        try:
-            value = float(rest.split()[0])
-        except (ValueError, IndexError):
-            continue
-        out[metric] = out.get(metric, 0.0) + value
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if math.isfinite(sample.value):
+                    out[sample.name] = out.get(sample.name, 0.0) + sample.value
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError, RecursionError):
+        return None
     return out
 
 
@@ -50,10 +52,13 @@ def parse_slots(text: str) -> tuple[int, int]:
     >>> parse_slots('[{"id":0,"state":1},{"id":1,"state":0}]')
     (1, 2)
     """
-    slots = json.loads(text)
+    try:
+        slots = json.loads(text)
+    except RecursionError:
+        raise ValueError("slots nested too deeply") from None
     if not isinstance(slots, list):
         raise ValueError("slots is not a list")
-    busy = sum(1 for s in slots if s.get("is_processing") or s.get("state") == 1)
+    busy = sum(1 for s in slots if isinstance(s, dict) and (s.get("is_processing") is True or s.get("state") == 1))
     return busy, len(slots)
 
 
@@ -107,7 +112,7 @@ class Signals:
         if self.runtime.get("metrics_url"):
             text = fetch(self.runtime["metrics_url"])
             reachable = text is not None
-            metrics = parse_prometheus(text) if text is not None else None
+            metrics = parse_prometheus(text) if text is not None else None  # None: no reading
         if self.runtime.get("slots_url"):
             text = fetch(self.runtime["slots_url"])
             reachable = bool(reachable) or text is not None
