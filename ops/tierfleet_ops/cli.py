@@ -219,11 +219,22 @@ def make_cli() -> click.Group:
     @cli.command()
     @click.option("--seconds", type=float, default=60.0, show_default=True, help="how long to measure")
     @click.option("--tick", type=float, default=1.0, show_default=True)
-    def bench(seconds: float, tick: float) -> None:
-        """Measure the daemon's CPU share, RSS and load-step reaction time."""
-        from .bench import run_bench
+    @click.option("--llama-server", "llama_server", default=None, metavar="BIN",
+                  help="start this llama-server (with --model) and scrape it, as on a deployed host")
+    @click.option("--model", default=None, metavar="GGUF", help="model for --llama-server")
+    @click.option("--runtime-url", default=None, metavar="URL", help="scrape an already running llama-server")
+    @click.option("--sysfs-root", default="/sys", show_default=True)
+    @click.option("--fake-nvml/--no-fake-nvml", default=True, show_default=True,
+                  help="replay the recorded H200 NVML probe")
+    def bench(seconds: float, tick: float, llama_server: str | None, model: str | None, runtime_url: str | None,
+              sysfs_root: str, fake_nvml: bool) -> None:
+        """Measure the daemon's CPU share, RSS and load-step reaction time (every backend, a scraped runtime)."""
+        from .bench import FAKE_NVML, run_bench
 
-        run_bench(seconds, tick, click.echo)
+        if bool(llama_server) != bool(model):
+            raise click.UsageError("--llama-server and --model go together")
+        run_bench(seconds, tick, click.echo, llama_server=llama_server, model=model, runtime_url=runtime_url,
+                  fake_nvml=str(FAKE_NVML) if fake_nvml else None, sysfs_root=sysfs_root)
 
     return cli
 

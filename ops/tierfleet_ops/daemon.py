@@ -57,9 +57,25 @@ def detect_power_managers(procs: list[tuple[str, list[str]]]) -> list[str]:
     return sorted(found)
 
 
+#: seconds between two looks for other power managers (they are long-lived services)
+POWER_MANAGER_CHECK_S = 60.0
+
+
 def process_names() -> list[tuple[str, list[str]]]:
-    """``(name, argv)`` of every process (psutil; its name is comm, completed from argv when cut)."""
-    return [(p.info["name"] or "", p.info["cmdline"] or []) for p in psutil.process_iter(["name", "cmdline"])]
+    """``(name, argv)`` of every process (psutil's name: comm, completed from argv when cut). The
+    command line is read only for interpreters (``python3 /usr/sbin/tuned``), where the name
+    alone does not tell: one small read per process, not two."""
+    out = []
+    for p in psutil.process_iter(["name"]):
+        name = p.info["name"] or ""
+        argv: list[str] = []
+        if name.startswith("python") or name in ("perl", "sh", "bash"):
+            try:
+                argv = p.cmdline()
+            except psutil.Error:
+                pass
+        out.append((name, argv))
+    return out
 
 
 @dataclass
@@ -114,6 +130,7 @@ class Daemon:
         self.knob_available: dict[str, bool] = {}
         self._next_pin = 0.0
         self._next_reapply: float | None = None
+        self._next_pm_check = float("-inf")  # looked at in start(); then every POWER_MANAGER_CHECK_S
         self._next_watchdog = 0.0
         self._last_now: float | None = None
         self.server: Any = None
@@ -153,6 +170,7 @@ class Daemon:
             log.warning("found %d original value(s) recorded by an earlier run; they will be restored on stop",
                         len(names))
         self.check_power_managers()
+        self._next_pm_check = time.monotonic() + POWER_MANAGER_CHECK_S
         with self.lock:
             self.apply_profile(self.selector.current, reason="start")
             self.update_placement(force=True)
@@ -294,6 +312,8 @@ class Daemon:
                 self._next_reapply = now + self.policy.top["reapply_s"]
                 self.reapply()
                 self.refresh_knob_availability()
+            if now >= self._next_pm_check:
+                self._next_pm_check = now + POWER_MANAGER_CHECK_S
                 self.check_power_managers()
             if now >= self._next_pin:
                 self._next_pin = now + self.policy.pinning["interval_s"]
@@ -338,6 +358,7 @@ class Daemon:
         self.selector = Selector(new.switching, new.default_profile, new.windows)
         self.selector.current = current
         self.selector.held = held if held in new.profiles else None
+        self.signals.close()
         self.signals = Signals(new.runtime)
         self.pinner.match = self._match()
         log.info("policy reloaded", extra={"fields": {"old": old.hash, "new": new.hash}})
@@ -421,6 +442,7 @@ class Daemon:
                 step("unpin", self.pinner.unpin)
             for b in self.backends:
                 step(f"close {b.name}", b.close)
+            step("close runtime endpoints", self.signals.close)
         return outcomes
 
     def _restore(self) -> list[Outcome]:

@@ -277,6 +277,9 @@ def test_wrong_types_anywhere_are_config_errors_or_valid(path):
     "\t\x00",
     "",
     "--- 1\n--- 2\n",
+    # an alias bomb: nine levels of nine references (9**9 leaves if anything expanded it)
+    "".join(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}" if i else '"x"'] * 9) + "]\n" for i in range(9)),
+    "profiles: {eco: {}}\nwindows: &w [" + ", ".join(["[1]"] * 9) + "]\nswitching: {order: [*w, *w]}\n",
 ])
 def test_hostile_yaml_is_a_config_error(text):
     with pytest.raises(ConfigError) as err:

@@ -10,6 +10,7 @@ amd-pstate active, EPP can only be set under ``powersave`` and is forced to ``pe
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ..knobs import Change, Knob, Skipped, sysfs_knob
@@ -22,6 +23,8 @@ GOVERNORS = ("performance", "powersave", "schedutil", "ondemand", "conservative"
 EPP_VALUES = ("default", "performance", "balance_performance", "balance_power", "power")
 #: drivers whose EPP is forced to "performance" under the performance governor
 EPP_FORCED_BY_PERFORMANCE = ("intel_pstate", "amd-pstate-epp")
+#: seconds a frequency reading is reused
+READING_S = 5.0
 
 
 def parse_words(text: str | None) -> list[str]:
@@ -90,6 +93,7 @@ class CpufreqBackend(Backend):
                          if p.startswith("policy") and p[6:].isdigit()]
         self.policies.sort(key=lambda p: int(p[6:]))
         self._knobs = self._make_knobs()
+        self._reading: tuple[float, dict[str, float]] | None = None
 
     @classmethod
     def probe(cls, ctx: HostContext) -> CpufreqBackend | str:
@@ -139,9 +143,15 @@ class CpufreqBackend(Backend):
         return self._knobs
 
     def readings(self) -> dict[str, float]:
-        cur = [self.sysfs.read(self._p(p, "scaling_cur_freq")) for p in self.policies]
-        vals = [int(c) for c in cur if c and c.isdigit()]
-        return {"cpu_freq_mhz": sum(vals) / len(vals) / 1000.0} if vals else {}
+        """Mean ``scaling_cur_freq`` in MHz: a figure for ``status`` and metrics, not a load
+        signal, so read at most every :data:`READING_S` seconds (one file per policy: a 64-CPU
+        host would otherwise read 64 files every tick)."""
+        now = time.monotonic()
+        if self._reading is None or now - self._reading[0] >= READING_S:
+            cur = [self.sysfs.read(self._p(p, "scaling_cur_freq")) for p in self.policies]
+            vals = [int(c) for c in cur if c and c.isdigit()]
+            self._reading = (now, {"cpu_freq_mhz": sum(vals) / len(vals) / 1000.0} if vals else {})
+        return dict(self._reading[1])
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "driver": self.driver(), "policies": self.policies}
