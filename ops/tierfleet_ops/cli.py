@@ -18,7 +18,8 @@ DEFAULT_POLICY = "/etc/tierfleet-ops/policy.yaml"
 DEFAULT_STATE = "/var/lib/tierfleet-ops/state.json"
 
 
-def host_context(sysfs_root: str, runner_path: str | None, fake_nvml: str | None, state_dir: str) -> Any:
+def host_context(sysfs_root: str, runner_path: str | None, fake_nvml: str | None, state_dir: str,
+                 sysfs_also_on: tuple[str, ...] = ()) -> Any:
     from .backends.base import HostContext
     from .runner import Runner
     from .sysfs import Sysfs
@@ -29,7 +30,11 @@ def host_context(sysfs_root: str, runner_path: str | None, fake_nvml: str | None
 
         fake = FakeNvml(fake_nvml)
         loader = lambda: fake  # noqa: E731
-    return HostContext(sysfs=Sysfs(sysfs_root), runner=Runner(path=runner_path), nvml_loader=loader,
+    try:
+        sysfs = Sysfs(sysfs_root, also_on=tuple(sysfs_also_on))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--sysfs-also-on") from None
+    return HostContext(sysfs=sysfs, runner=Runner(path=runner_path), nvml_loader=loader,
                        state_dir=state_dir)
 
 
@@ -41,6 +46,10 @@ def hardware_options(f: Any) -> Any:
         click.option("--fake-nvml", default=None, metavar="PROBE.json",
                      help="replay a recorded NVML probe instead of the driver (testing aid)"),
         click.option("--backend", "backends", multiple=True, help="only these backends (repeatable)"),
+        click.option("--sysfs-also-on", "sysfs_also_on", multiple=True, metavar="FSTYPE",
+                     envvar="TIERFLEET_OPS_SYSFS_ALSO_ON",
+                     help="on /sys, also write files on this filesystem (overlay: hosts whose /sys files are "
+                          "dressed on purpose, as in the lab); default: sysfs only"),
     ]):
         f = opt(f)
     return f
@@ -81,7 +90,7 @@ def make_cli() -> click.Group:
     @hardware_options
     def run(policy_path: str, state_path: str, socket_path: str, socket_group: str | None, metrics_port: int,
             log_level: str, dry_run: bool, sysfs_root: str, proc_root: str, runner_path: str | None,
-            fake_nvml: str | None, backends: tuple[str, ...]) -> None:
+            fake_nvml: str | None, backends: tuple[str, ...], sysfs_also_on: tuple[str, ...]) -> None:
         """Run the daemon (systemd: Type=notify)."""
         import os
 
@@ -95,7 +104,8 @@ def make_cli() -> click.Group:
         cfg = DaemonConfig(policy_path=policy_path, state_path=state_path, socket_path=socket_path,
                            socket_group=socket_group, metrics_port=metrics_port or None,
                            backends=list(backends) or None,
-                           ctx=host_context(sysfs_root, runner_path, fake_nvml, os.path.dirname(state_path)),
+                           ctx=host_context(sysfs_root, runner_path, fake_nvml, os.path.dirname(state_path),
+                                            sysfs_also_on),
                            dry_run=dry_run)
         Daemon(cfg).run()
 
@@ -175,7 +185,8 @@ def make_cli() -> click.Group:
                   help="compare this policy file directly, without a running daemon")
     @hardware_options
     def dry_run(profile_name: str | None, socket_path: str, policy_path: str | None, sysfs_root: str,
-                proc_root: str, runner_path: str | None, fake_nvml: str | None, backends: tuple[str, ...]) -> None:
+                proc_root: str, runner_path: str | None, fake_nvml: str | None, backends: tuple[str, ...],
+                sysfs_also_on: tuple[str, ...]) -> None:
         """Print the diff between live values and a profile; change nothing."""
         if policy_path is None:
             from .control import request
@@ -193,7 +204,7 @@ def make_cli() -> click.Group:
         if name not in pol.profiles:
             raise ConfigError(policy_path, "profile", f"{name!r} is not a profile; allowed: "
                               f"{', '.join(sorted(pol.profiles))}")
-        ctx = host_context(sysfs_root, runner_path, fake_nvml, "/nonexistent")
+        ctx = host_context(sysfs_root, runner_path, fake_nvml, "/nonexistent", sysfs_also_on)
         found, absent = probe_backends(ctx, list(backends) or None)
         changes, skipped = [], []
         for b in found:

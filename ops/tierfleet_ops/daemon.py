@@ -57,7 +57,7 @@ def detect_power_managers(procs: list[tuple[str, list[str]]]) -> list[str]:
     return sorted(found)
 
 
-#: seconds between two looks for other power managers (they are long-lived services)
+#: seconds between two looks for other power managers (long-lived services) and at which knobs exist
 POWER_MANAGER_CHECK_S = 60.0
 
 
@@ -195,7 +195,7 @@ class Daemon:
         self.other_managers = found
 
     def refresh_knob_availability(self) -> None:
-        """Which knobs exist; read at start and on each re-verify pass, not per status request."""
+        """Which knobs exist; read at start and every POWER_MANAGER_CHECK_S, not per status request."""
         self.knob_available = {n: k.read() is not None for n, k in sorted(self.knobs().items())}
 
     # --- profile application -----------------------------------------------------------------
@@ -311,10 +311,10 @@ class Daemon:
             if now >= self._next_reapply:
                 self._next_reapply = now + self.policy.top["reapply_s"]
                 self.reapply()
-                self.refresh_knob_availability()
             if now >= self._next_pm_check:
                 self._next_pm_check = now + POWER_MANAGER_CHECK_S
                 self.check_power_managers()
+                self.refresh_knob_availability()
             if now >= self._next_pin:
                 self._next_pin = now + self.policy.pinning["interval_s"]
                 self.pin_now()

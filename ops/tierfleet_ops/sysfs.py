@@ -37,6 +37,8 @@ WRITABLE: tuple[re.Pattern[str], ...] = tuple(
 
 #: ``f_type`` of sysfs in ``statfs(2)`` (linux/magic.h)
 SYSFS_MAGIC = 0x62656572
+#: other filesystems a host may explicitly accept as well (``--sysfs-also-on``), by name
+FS_MAGIC = {"overlay": 0x794C7630, "tmpfs": 0x01021994, "ext4": 0xEF53, "xfs": 0x58465342, "btrfs": 0x9123683E}
 
 _fstatfs = None
 
@@ -86,10 +88,18 @@ class Sysfs:
     True
     """
 
-    def __init__(self, root: str | os.PathLike[str] = "/sys", require_sysfs: bool | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str] = "/sys", require_sysfs: bool | None = None,
+                 also_on: tuple[str, ...] = ()) -> None:
         self.root = Path(root)
+        self._root = str(root)
         #: refuse writes to files not on sysfs (default: when the root is the real /sys)
         self.require_sysfs = os.path.realpath(self.root) == "/sys" if require_sysfs is None else require_sysfs
+        unknown = sorted(set(also_on) - set(FS_MAGIC))
+        if unknown:
+            raise ValueError(f"unknown filesystem {unknown[0]!r}; allowed: {', '.join(sorted(FS_MAGIC))}")
+        #: filesystem types accepted besides sysfs: a host whose /sys files are dressed on purpose
+        #: (the lab's bind-mounted trees are on overlay)
+        self.accepted = {SYSFS_MAGIC} | {FS_MAGIC[n] for n in also_on}
 
     def path(self, rel: str) -> Path:
         return self.root / rel
@@ -107,7 +117,7 @@ class Sysfs:
     def read(self, rel: str) -> str | None:
         """The stripped content of a file, or ``None`` when missing, unreadable or not supported."""
         try:
-            with open(self.path(rel), encoding="ascii", errors="replace") as f:
+            with open(os.path.join(self._root, rel), encoding="ascii", errors="replace") as f:
                 return f.read().strip()
         except OSError as exc:
             if exc.errno not in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENODEV,
@@ -144,13 +154,11 @@ class Sysfs:
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise NotAllowedError(f"refusing to write {path}: not a regular file")
-            if self.require_sysfs:
-                magic = fs_magic(fd)
-                if magic != SYSFS_MAGIC:
-                    raise NotAllowedError(f"refusing to write {path}: not on sysfs "
-                                          f"(filesystem type {magic:#x})")
-            else:
-                os.ftruncate(fd, 0)  # a recorded tree of plain files; sysfs takes each write whole
+            magic = fs_magic(fd) if self.require_sysfs else None
+            if magic is not None and magic not in self.accepted:
+                raise NotAllowedError(f"refusing to write {path}: not on sysfs (filesystem type {magic:#x})")
+            if magic != SYSFS_MAGIC:
+                os.ftruncate(fd, 0)  # a tree of plain files (recorded, or dressed); sysfs takes each write whole
             os.write(fd, value.encode("ascii"))
         finally:
             os.close(fd)

@@ -11,7 +11,7 @@ from tierfleet_ops.backends.cpufreq import CpufreqBackend
 from tierfleet_ops.errors import NotAllowedError, UnavailableError
 from tierfleet_ops.settings import validate_section
 from tierfleet_ops.state import StateStore
-from tierfleet_ops.sysfs import SYSFS_MAGIC, Sysfs, fs_magic
+from tierfleet_ops.sysfs import FS_MAGIC, SYSFS_MAGIC, Sysfs, fs_magic
 
 from . import machines
 
@@ -87,3 +87,22 @@ def test_the_real_sys_is_checked_and_is_sysfs():
         assert fs_magic(fd) == SYSFS_MAGIC
     finally:
         os.close(fd)
+
+
+def test_a_host_may_accept_a_dressed_filesystem_explicitly(tree):
+    root, _ = tree
+    fd = os.open(root / GOV, os.O_RDONLY)
+    try:
+        magic = fs_magic(fd)
+    finally:
+        os.close(fd)
+    name = next((n for n, m in FS_MAGIC.items() if m == magic), None)
+    if name is None:
+        pytest.skip(f"the test tree's filesystem {magic:#x} has no name here")
+    Sysfs(root, require_sysfs=True, also_on=(name,)).write(GOV, "performance")
+    assert (root / GOV).read_text() == "performance"
+    # a dressed file is a plain file: a shorter value replaces a longer one whole
+    Sysfs(root, require_sysfs=True, also_on=(name,)).write(GOV, "ondemand")
+    assert (root / GOV).read_text() == "ondemand"
+    with pytest.raises(ValueError, match="unknown filesystem 'nfs'; allowed: btrfs, ext4, overlay"):
+        Sysfs(root, also_on=("nfs",))

@@ -25,6 +25,9 @@ EPP_VALUES = ("default", "performance", "balance_performance", "balance_power", 
 EPP_FORCED_BY_PERFORMANCE = ("intel_pstate", "amd-pstate-epp")
 #: seconds a frequency reading is reused
 READING_S = 5.0
+#: files the cpufreq driver sets when a policy appears and never changes afterwards
+FIXED = ("scaling_driver", "scaling_available_governors", "energy_performance_available_preferences",
+         "cpuinfo_min_freq", "cpuinfo_max_freq", "scaling_available_frequencies")
 
 
 def parse_words(text: str | None) -> list[str]:
@@ -94,6 +97,7 @@ class CpufreqBackend(Backend):
         self.policies.sort(key=lambda p: int(p[6:]))
         self._knobs = self._make_knobs()
         self._reading: tuple[float, dict[str, float]] | None = None
+        self._fixed_cache: dict[str, str | None] = {}
 
     @classmethod
     def probe(cls, ctx: HostContext) -> CpufreqBackend | str:
@@ -109,8 +113,16 @@ class CpufreqBackend(Backend):
     def _p(self, policy: str, leaf: str) -> str:
         return f"{CPUFREQ}/{policy}/{leaf}"
 
+    def _fixed(self, policy: str, leaf: str) -> str | None:
+        """A file the driver sets once (:data:`FIXED`): read on first use, then remembered, so the
+        re-verify pass every ``reapply_s`` reads only the live values."""
+        rel = self._p(policy, leaf)
+        if rel not in self._fixed_cache:
+            self._fixed_cache[rel] = self.sysfs.read(rel)
+        return self._fixed_cache[rel]
+
     def driver(self) -> str | None:
-        return self.sysfs.read(self._p(self.policies[0], "scaling_driver")) if self.policies else None
+        return self._fixed(self.policies[0], "scaling_driver") if self.policies else None
 
     def governors(self) -> dict[str, str | None]:
         """Live governor per policy (``cat .../policyN/scaling_governor``)."""
@@ -118,7 +130,7 @@ class CpufreqBackend(Backend):
 
     def policy_cpus(self, policy: str) -> list[int]:
         """CPUs of a policy (``affected_cpus`` is space-separated, unlike CPU lists)."""
-        return [int(c) for c in parse_words(self.sysfs.read(self._p(policy, "affected_cpus")))]
+        return [int(c) for c in parse_words(self.sysfs.read(self._p(policy, "affected_cpus")))]  # hotplug changes it
 
     def _make_knobs(self) -> dict[str, Knob]:
         knobs: dict[str, Knob] = {}
@@ -171,7 +183,7 @@ class CpufreqBackend(Backend):
         for p in self.policies:
             gov = None
             if settings.get("governor"):
-                avail = parse_words(self.sysfs.read(self._p(p, "scaling_available_governors")))
+                avail = parse_words(self._fixed(p, "scaling_available_governors"))
                 gov = choose_governor(settings["governor"], avail)
                 if gov is None:
                     skipped.append(Skipped(f"cpufreq.{p}.scaling_governor",
@@ -187,7 +199,7 @@ class CpufreqBackend(Backend):
             if epp is not None:
                 name = f"cpufreq.{p}.energy_performance_preference"
                 live_gov = gov or self.sysfs.read(self._p(p, "scaling_governor"))
-                avail = parse_words(self.sysfs.read(self._p(p, "energy_performance_available_preferences")))
+                avail = parse_words(self._fixed(p, "energy_performance_available_preferences"))
                 if name not in self._knobs:
                     skipped.append(Skipped(name, "no EPP on this policy"))
                 elif live_gov == "performance" and driver in EPP_FORCED_BY_PERFORMANCE:
@@ -204,12 +216,12 @@ class CpufreqBackend(Backend):
         lo_pct, hi_pct = settings.get("min_freq_pct"), settings.get("max_freq_pct")
         if lo_pct is None and hi_pct is None:
             return []
-        lo = self.sysfs.read(self._p(p, "cpuinfo_min_freq"))
-        hi = self.sysfs.read(self._p(p, "cpuinfo_max_freq"))
+        lo = self._fixed(p, "cpuinfo_min_freq")
+        hi = self._fixed(p, "cpuinfo_max_freq")
         if not (lo and hi and lo.isdigit() and hi.isdigit()):
             skipped.append(Skipped(f"cpufreq.{p}.scaling_max_freq", "cpuinfo_min/max_freq unreadable"))
             return []
-        steps = [int(s) for s in parse_words(self.sysfs.read(self._p(p, "scaling_available_frequencies")))]
+        steps = [int(s) for s in parse_words(self._fixed(p, "scaling_available_frequencies"))]
         out = []
         for pct, leaf in ((lo_pct, "scaling_min_freq"), (hi_pct, "scaling_max_freq")):
             if pct is not None and f"cpufreq.{p}.{leaf}" in self._knobs:
