@@ -57,7 +57,7 @@ REQUEST_TIMEOUT_S = 2.0
 #: requests executed at once
 WORKERS = 2
 #: kernel queue of connections not yet accepted
-BACKLOG = 64
+BACKLOG = 128
 #: ``SO_PEERGROUPS`` (Linux >= 4.13); the socket module does not name it
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
 #: a refused peer is logged once per uid per this many seconds
@@ -248,7 +248,9 @@ class ControlServer:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         assert self._sock is not None
-        server = await asyncio.start_unix_server(self._client, sock=self._sock, limit=MAX_REQUEST)
+        # backlog: the kernel's queue, and the most connections accepted in one go (asyncio)
+        server = await asyncio.start_unix_server(self._client, sock=self._sock, limit=MAX_REQUEST,
+                                                 backlog=BACKLOG)
         self._ready.set()
         try:
             await self._stopping.wait()
@@ -367,7 +369,15 @@ def request(path: str, req: dict[str, Any], timeout_s: float = 10.0) -> Any:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout_s)
-            s.connect(path)
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    s.connect(path)
+                    break
+                except BlockingIOError:  # the daemon's queue is full for a moment: wait for a place
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
             s.sendall(json.dumps(req).encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):
