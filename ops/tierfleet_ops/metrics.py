@@ -6,7 +6,8 @@ Nothing is updated per tick: a collector reads the daemon's last tick on each sc
 prometheus_client's own ``start_http_server`` starts a thread per connection, so any local user
 could hold a thousand idle connections and a thousand threads. Here its WSGI app is served by
 one thread, one connection at a time, with a :data:`CLIENT_TIMEOUT_S` deadline on every read
-and write: a flood only queues in the kernel's backlog.
+and write and :data:`SCRAPE_DEADLINE_S` for the whole scrape: a flood only queues in the
+kernel's backlog.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: seconds a scraper may take for each read or write before it is cut
 CLIENT_TIMEOUT_S = 2.0
+#: seconds a whole scrape may take
+SCRAPE_DEADLINE_S = 5.0
 
 P = "tierfleet_ops_"
 
@@ -92,6 +95,26 @@ def make_registry(daemon: Daemon) -> CollectorRegistry:
 
 class _Handler(WSGIRequestHandler):
     timeout = CLIENT_TIMEOUT_S  # socket timeout on every read and write of one scrape
+
+    def setup(self) -> None:
+        super().setup()
+        # and a deadline for the whole scrape: a client that drips a byte now and then is cut too
+        self._deadline = threading.Timer(SCRAPE_DEADLINE_S, self._cut)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _cut(self) -> None:
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        try:
+            super().finish()
+        except OSError:
+            pass
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         """Scrapes are not logged."""

@@ -137,13 +137,49 @@ def test_metrics_idle_connections_cost_no_threads(daemon):
         for _ in range(5):  # each holds the one serving thread for its deadline
             c = socket.create_connection(("127.0.0.1", port), timeout=10)
             idle.append(c)
-        assert threading.active_count() <= threads0 + 1
+        assert threading.active_count() <= threads0 + 2  # the serving thread and one scrape deadline
         # each idle one is cut after its deadline; a scrape behind them is still served
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60).read().decode()
         assert 'tierfleet_ops_profile{profile="eco"} 1.0' in text
-        assert threading.active_count() <= threads0 + 1
+        assert threading.active_count() <= threads0 + 2  # the serving thread and one scrape deadline
     finally:
         for c in idle:
             c.close()
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_a_metrics_client_that_drips_is_cut_at_the_scrape_deadline(daemon):
+    import socket
+    import time
+
+    from tierfleet_ops.metrics import SCRAPE_DEADLINE_S, start_metrics
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = start_metrics(daemon, "127.0.0.1", port)
+    try:
+        c = socket.create_connection(("127.0.0.1", port), timeout=10)
+        start = time.monotonic()
+        cut = False
+        for ch in b"GET /metrics HTTP/1.1\r\nHost: x\r\n":  # one byte a second, never the end
+            try:
+                c.sendall(bytes([ch]))
+            except OSError:
+                cut = True
+                break
+            c.settimeout(1.0)
+            try:
+                if c.recv(100) == b"":
+                    cut = True
+                    break
+            except socket.timeout:
+                pass
+            if time.monotonic() - start > SCRAPE_DEADLINE_S + 10:
+                break
+        assert cut, "a dripping client held the metrics endpoint past its deadline"
+        c.close()
+    finally:
         srv.shutdown()
         srv.server_close()
