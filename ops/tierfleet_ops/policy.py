@@ -29,7 +29,7 @@ from pydantic import BeforeValidator, Field, ValidationError, create_model
 
 from .errors import ConfigError
 from .settings import Section, Setting, boolean, checked, config_error, int_range, name, not_null, one_of, \
-    section_model
+    section_model, setting_field
 
 SIGNALS = ("cpu_util", "gpu_util", "queue")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -212,9 +212,6 @@ class Policy:
 WINDOW_KEYS = ("profile", "from", "to", "days", "mode")
 
 
-_checked = checked
-
-
 def _days(v: Any) -> tuple[str, ...]:
     if not isinstance(v, list) or any(not isinstance(d, str) or d not in DAYS for d in v):
         raise ValueError(f"{v!r} is not a list of days")
@@ -224,11 +221,11 @@ def _days(v: Any) -> tuple[str, ...]:
 class WindowModel(Section):
     """One time window: ``{profile, from: "HH:MM", to: "HH:MM", days: [mon, ...], mode: cap|force}``."""
 
-    profile: Annotated[str, _checked(name, "a profile name")]
-    start: Annotated[int, _checked(hhmm, "HH:MM, 00:00..24:00")] = Field(alias="from")
-    end: Annotated[int, _checked(hhmm, "HH:MM, 00:00..24:00")] = Field(alias="to")
-    days: Annotated[tuple[str, ...], _checked(_days, "a list of " + ", ".join(DAYS))] = DAYS
-    mode: Annotated[str, _checked(one_of(("cap", "force")), "cap, force")] = "cap"
+    profile: Annotated[str, checked(name, "a profile name")]
+    start: Annotated[int, checked(hhmm, "HH:MM, 00:00..24:00")] = Field(alias="from")
+    end: Annotated[int, checked(hhmm, "HH:MM, 00:00..24:00")] = Field(alias="to")
+    days: Annotated[tuple[str, ...], checked(_days, "a list of " + ", ".join(DAYS))] = DAYS
+    mode: Annotated[str, checked(one_of(("cap", "force")), "cap, force")] = "cap"
 
 
 def _section(model: Any, what: str) -> tuple[Any, Any]:
@@ -243,7 +240,7 @@ def policy_model() -> type[Section]:
     backend = {b: section_model(f"{b}_settings", t) for b, t in tables.items()}
     profile = create_model("Profile", __base__=Section, **{
         b: _section(m, "a mapping of " + ", ".join(sorted(tables[b]))) for b, m in backend.items()})
-    top = {k: _top_field(st) for k, st in TOP.items()}
+    top = {k: setting_field(st) for k, st in TOP.items()}
     return create_model(  # type: ignore[call-overload, no-any-return]
         "PolicyModel", __base__=Section, **top,
         profiles=(dict[str, Annotated[profile, BeforeValidator(not_null("a mapping of cpufreq, jetson, nvml"))]],
@@ -253,12 +250,6 @@ def policy_model() -> type[Section]:
         pinning=_section(section_model("pinning", PINNING), "a mapping of " + ", ".join(PINNING)),
         windows=(Annotated[list[WindowModel], BeforeValidator(not_null("a list of windows"))], []),
     )
-
-
-def _top_field(st: Setting) -> tuple[Any, Any]:
-    from .settings import setting_field
-
-    return setting_field(st)
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> tuple[str, str]:

@@ -62,9 +62,10 @@ def not_null(what: str, default: Any = None) -> Callable[[Any], Any]:
     return check
 
 
-def checked(check: Callable[[Any], Any], allowed: str) -> BeforeValidator:
-    """A before-validator for an annotation: refuse null, run ``check``, add what is allowed."""
-    refuse_null = not_null(allowed)
+def checked(check: Callable[[Any], Any], allowed: str, default: Any = None) -> BeforeValidator:
+    """A before-validator for an annotation: refuse null (naming ``default``), run ``check``, and
+    add what is allowed to its message."""
+    refuse_null = not_null(allowed, default)
 
     def run(v: Any) -> Any:
         refuse_null(v)
@@ -75,21 +76,9 @@ def checked(check: Callable[[Any], Any], allowed: str) -> BeforeValidator:
     return BeforeValidator(run)
 
 
-def _checked(st: Setting) -> Callable[[Any], Any]:
-    refuse_null = not_null(st.allowed, st.default)
-
-    def check(v: Any) -> Any:
-        refuse_null(v)
-        try:
-            return st.check(v)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{exc}; allowed: {st.allowed}") from None
-    return check
-
-
 def setting_field(st: Setting) -> tuple[Any, Any]:
     """The ``(annotation, FieldInfo)`` pair of one setting, for :func:`pydantic.create_model`."""
-    ann = Annotated[Optional[st.type], BeforeValidator(_checked(st))]  # noqa: UP007 - 3.10 runtime
+    ann = Annotated[Optional[st.type], checked(st.check, st.allowed, st.default)]  # noqa: UP007 - 3.10 runtime
     return ann, Field(default=st.default, description=st.description, json_schema_extra={"allowed": st.allowed})
 
 
