@@ -187,7 +187,7 @@ class KernelSysfs(Sysfs):
         if not path.exists():
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
         self.writes.append((rel, value))
-        path.write_text(value + "\n")
+        super()._write_file(path, value)  # the real open: O_NOFOLLOW, regular files only
 
 
 # --- Jetson ------------------------------------------------------------------------------------

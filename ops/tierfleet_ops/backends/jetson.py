@@ -136,14 +136,14 @@ class JetsonBackend(Backend):
         s.name: s
         for s in (
             Setting("nvpmodel", "a mode NAME from `nvpmodel -p --verbose` (e.g. MAXN, 15W)",
-                    "power mode by name; ids differ per board", mode_name),
+                    "power mode by name; ids differ per board", mode_name, type=str),
             Setting("jetson_clocks", "true or false",
                     "pin clocks at the mode's maximum (jetson_clocks); false restores the stored ones",
-                    boolean),
+                    boolean, type=bool),
             Setting("gpu_min_freq_pct", "integer 0..100", "GPU devfreq min_freq, % of the available range",
-                    int_range(0, 100)),
+                    int_range(0, 100), type=int),
             Setting("gpu_max_freq_pct", "integer 0..100", "GPU devfreq max_freq, % of the available range",
-                    int_range(0, 100)),
+                    int_range(0, 100), type=int),
         )
     }
 
@@ -162,14 +162,15 @@ class JetsonBackend(Backend):
         self._knobs = self._make_knobs()
 
     @classmethod
-    def detect(cls, ctx: HostContext) -> JetsonBackend | None:
+    def probe(cls, ctx: HostContext) -> JetsonBackend | str:
         model_file = ctx.sysfs.root.parent / "proc/device-tree/model"
         try:
             model = model_file.read_text(errors="replace").rstrip("\x00\n")
         except OSError:
             model = ""
         if "Jetson" not in model and ctx.runner.which("nvpmodel") is None:
-            return None
+            said = f"says {model!r}" if model else "is missing"
+            return f"not a Jetson: {model_file} {said} and nvpmodel is not on PATH"
         return cls(ctx, model or "Jetson")
 
     # --- nvpmodel ---------------------------------------------------------------------------
