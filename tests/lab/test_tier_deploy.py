@@ -133,7 +133,7 @@ def test_a_repository_key_that_does_not_match_its_pinned_sha256_is_not_installed
     keyring = {"nvidia_repo_key_sha256": "/usr/share/keyrings/cuda-archive-keyring.asc",
                "l4t_repo_key_sha256": "/usr/share/keyrings/nvidia-l4t-archive-keyring.asc"}[key]
     before = in_host(lab, host, "sha256sum", keyring).stdout
-    run = pyinfra(lab, "deploys/tier_basic.py", "--limit", host, "--data", f"{key}={'0' * 64}")
+    run = pyinfra(lab, "deploys/tier_basic.py", "--limit", host, "--data", f"{key}={'f' * 64}")
     assert run.returncode == 1, run.stdout[-3000:]
-    assert f"does not have the pinned sha256 {'0' * 64}; {keyring} was left as it was" in run.stdout
+    assert f"does not have the pinned sha256 {'f' * 64}; {keyring} was left as it was" in run.stdout
     assert in_host(lab, host, "sha256sum", keyring).stdout == before  # the key apt trusts is unchanged
