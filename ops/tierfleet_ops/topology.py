@@ -70,21 +70,21 @@ def _int(text: str | None, default: int) -> int:
     return int(text) if _INT_RE.fullmatch(text) else default
 
 
-def efficiency_cpus(atom_cpus: str | None, core_cpus: str | None, cpus: Iterable[int]) -> set[int]:
-    """Intel hybrid E-cores among ``cpus``, from the hybrid PMUs' CPU lists
-    (``/sys/devices/cpu_atom/cpus``, ``/sys/devices/cpu_core/cpus``): every CPU in ``cpu_atom``,
-    and, where ``cpu_core`` lists CPUs, every one of ``cpus`` it leaves out (low-power E-cores
-    that newer kernels give a PMU of their own). Empty on non-hybrid parts, which have neither list.
+def efficiency_cpus(atom_cpus: Iterable[int], core_cpus: Iterable[int], cpus: Iterable[int]) -> set[int]:
+    """Intel hybrid E-cores, from the hybrid PMUs' CPU lists (``/sys/devices/cpu_atom/cpus``,
+    ``/sys/devices/cpu_core/cpus``, parsed): every CPU in ``cpu_atom``, and, where ``cpu_core``
+    lists CPUs, every one of ``cpus`` it leaves out (low-power E-cores that newer kernels give a
+    PMU of their own). Empty on non-hybrid parts, which have neither list.
 
-    >>> sorted(efficiency_cpus("12-19", "0-11", range(20)))
+    >>> sorted(efficiency_cpus(range(12, 20), range(12), range(20)))
     [12, 13, 14, 15, 16, 17, 18, 19]
-    >>> sorted(efficiency_cpus("4-7", "0-3", range(10)))
+    >>> sorted(efficiency_cpus(range(4, 8), range(4), range(10)))
     [4, 5, 6, 7, 8, 9]
-    >>> efficiency_cpus(None, "0-11", range(12)), efficiency_cpus(None, None, range(4))
+    >>> efficiency_cpus([], range(12), range(12)), efficiency_cpus([], [], range(4))
     (set(), set())
     """
-    slow = set(parse_cpulist(atom_cpus or ""))
-    big = set(parse_cpulist(core_cpus or ""))
+    slow = set(atom_cpus)
+    big = set(core_cpus)
     if big:
         slow |= {c for c in cpus if c not in big}
     return slow
@@ -105,7 +105,8 @@ def read_topology(sysfs: Sysfs) -> Topology:
         if n.startswith("node") and n[4:].isdigit():
             for c in parse_cpulist(sysfs.read(f"devices/system/node/{n}/cpulist") or ""):
                 node_of[c] = int(n[4:])
-    slow = efficiency_cpus(sysfs.read("devices/cpu_atom/cpus"), sysfs.read("devices/cpu_core/cpus"), present)
+    slow = efficiency_cpus(parse_cpulist(sysfs.read("devices/cpu_atom/cpus") or ""),
+                           parse_cpulist(sysfs.read("devices/cpu_core/cpus") or ""), present)
     cpus: dict[int, Cpu] = {}
     for c in present:
         t = f"{CPU}/cpu{c}/topology"
