@@ -1,6 +1,7 @@
-"""The energy policy acts on the lab's Jetsons: after ``tier_basic``, each profile names one of the board's own
-nvpmodel modes, a profile switch changes the power mode (the ``nvpmodel`` stand-in's state, CPUs taken
-offline included) and stopping the daemon puts the board's original mode back."""
+"""The energy policy the tier deploy writes on the lab's hosts. Jetsons: each profile names one of the board's
+own nvpmodel modes, a profile switch changes the power mode (the ``nvpmodel`` stand-in's state, CPUs taken
+offline included) and stopping the daemon puts the board's original mode back. GPU nodes: eco and balanced
+carry power limits inside each GPU's constraints (the ``nvidia-smi`` stand-in, H200 as recorded)."""
 
 from __future__ import annotations
 
@@ -47,13 +48,17 @@ def wait_for_mode(lab, host: str, want: tuple[str, int, str], timeout: float = 3
 
 
 @pytest.fixture(scope="module")
-def jetsons(lab):
+def published(lab):
     from tierfleet.artifacts.llama_build import cached_runtime
 
     cache = REPO / ".cache" / "runtime"
     if cached_runtime(cache) is None:
         pytest.skip(f"no llama-server build under {cache}: run `tierfleet lab publish` once (builds it)")
     lab.publish(cache)
+
+
+@pytest.fixture(scope="module")
+def jetsons(lab, published):
     run = pyinfra(lab, "deploys/tier_basic.py", "--limit", "jetson")
     assert run.returncode == 0, run.stdout[-4000:]
     names = [n for n, h in lab.store.load().hosts.items() if PROFILES[h.profile].kind == "jetson"]
@@ -85,3 +90,24 @@ def test_profile_switch_changes_the_power_mode_and_stop_restores_it(lab, jetsons
         assert mode(lab, host) == EXPECTED[host]["balanced"]
     finally:
         in_host(lab, host, "systemctl", "start", "tierfleet-ops")
+
+
+#: GPU node -> (eco W, balanced W): 60 % / 80 % of the default limit, clamped to [min, max]
+GPU_LIMITS = {"gpu-node-h200": (420, 560), "gpu-node-a100": (240, 320), "gpu-node-t4": (60, 60)}
+
+
+@pytest.fixture(scope="module")
+def gpu_nodes(lab, published):
+    run = pyinfra(lab, "deploys/tier_basic.py", "--limit", "gpu_nodes")
+    assert run.returncode == 0, run.stdout[-4000:]
+
+
+@pytest.mark.parametrize("host", sorted(GPU_LIMITS))
+def test_gpu_policy_limits_are_inside_the_constraints_nvidia_smi_enforces(lab, gpu_nodes, host):
+    policy = yaml.safe_load(in_host(lab, host, "cat", "/etc/tierfleet-ops/policy.yaml"))
+    limits = tuple(policy["profiles"][name]["nvml"]["power_limit_w"] for name in ("eco", "balanced"))
+    assert limits == GPU_LIMITS[host]
+    assert policy["profiles"]["performance"]["nvml"]["power_limit_pct"] == 100
+    for watts in limits:  # the stand-in refuses what the driver would: outside [min, max]
+        in_host(lab, host, "nvidia-smi", "-pl", str(watts))
+    in_host(lab, host, "nvidia-smi", "-pl", str(PROFILES[host].gpus[0].power_default_w))
