@@ -120,8 +120,8 @@ def test_ties_keep_the_most_cpus_online_then_the_lowest_id():
 
 
 def test_several_maxn_modes_and_lower_case_watts():
-    info = conf((0, "MAXN_SUPER", [3]), (1, "MAXN", []), (2, "10w", []))
-    assert jetson_modes(info)[0] == {"eco": "10w", "balanced": "MAXN_SUPER", "performance": "MAXN"}
+    info = conf((0, "MAXN_A", [3]), (1, "MAXN", []), (2, "MAXN_SUPER", [2, 3]), (3, "10w", []))
+    assert jetson_modes(info)[0] == {"eco": "10w", "balanced": "MAXN_A", "performance": "MAXN"}
     assert (mode_watts("MODE_30W_ALL"), mode_watts("W15"), mode_watts("12345W")) == (30, None, None)
 
 
@@ -136,11 +136,16 @@ def test_profiles_without_a_known_mode_say_why():
 
 
 def test_a_mode_name_the_policy_refuses_is_never_chosen(tmp_path):
-    text = board_conf("jetson-nano").replace("NAME=5W", "NAME=5W\"';$(reboot)")
+    text = board_conf("jetson-nano").replace("NAME=5W", "NAME=5W\"';$(reboot)\x1b[2J")
     info = conf_fact(tmp_path, text)
     modes, notes = jetson_modes(info)
     assert modes == {"balanced": "MAXN", "performance": "MAXN"}
-    assert "refuses" in notes[0] and "eco sets no power mode" in notes[1]
+    assert notes[0].startswith("nvpmodel mode 1 has a name the policy refuses") and "$(reboot)?[2J" in notes[0]
+    assert "\x1b" not in notes[0]  # no terminal control sequences reach the deploy's log
+    assert notes[1:] == ["no nvpmodel mode names its watts or MAXN: eco sets no power mode"]
+    # nor as the default
+    modes, notes = jetson_modes({**info, "default": 1})
+    assert modes == {"performance": "MAXN"} and "default mode 1 is not a usable mode" in notes[1]
     p = parse_policy(render_policy(ops_host_kind="jetson", **plan_energy("jetson", info).template_vars()), "p.yaml")
     assert p.profiles["eco"]["jetson"]["nvpmodel"] is None and p.profiles["balanced"]["jetson"]["nvpmodel"] == "MAXN"
 
@@ -237,6 +242,12 @@ def test_several_gpus_share_one_limit_inside_every_range():
     t4 = gpu(0, "T4", 60.0, 70.0, 70.0)
     limits, notes = gpu_power_limits({"error": None, "gpus": [t4, a100]})
     assert limits == {} and "do not overlap" in notes[0]
+    # the default, not the maximum, is the reference (RTX 4090: 150-600 W, default 450 W)
+    assert gpu_power_limits({"error": None, "gpus": [gpu(0, "RTX 4090", 150.0, 600.0, 450.0)]})[0] == \
+        {"eco": 270, "balanced": 360}
+    # a default above the maximum (a driver's garbled report) still gives limits inside the constraints
+    assert gpu_power_limits({"error": None, "gpus": [gpu(0, "X", 200.0, 700.0, 1000.0)]})[0] == \
+        {"eco": 600, "balanced": 700}
     # no default reported: the maximum is the reference (0.6 x 300.7, 0.8 x 300.7); whole watts stay inside
     assert gpu_power_limits({"error": None, "gpus": [gpu(0, "X", 99.5, 300.7, None)]})[0] == \
         {"eco": 180, "balanced": 241}
@@ -244,10 +255,14 @@ def test_several_gpus_share_one_limit_inside_every_range():
         {"eco": 251, "balanced": 251}
 
 
-def test_no_gpu_readable_leaves_the_limits_unset():
+def test_no_gpu_readable_leaves_the_limits_unset_and_says_so_in_the_policy():
     plan = plan_energy("gpu", gpus={"gpus": [], "error": "no nvidia-smi", "library_version": None})
     assert plan.gpu_power_w == {}
     assert plan.notes == ("no GPU readable through nvidia-smi (no nvidia-smi): power limits left unset",)
+    text = render_policy(ops_host_kind="gpu", **plan.template_vars())
+    assert "\n# energy policy: no GPU readable through nvidia-smi (no nvidia-smi): power limits left unset\n" in text
+    p = parse_policy(text, "policy.yaml")
+    assert p.profiles["eco"]["nvml"]["power_limit_w"] is None
 
 
 def test_rendered_gpu_policy_is_applied_by_the_daemon_on_the_recorded_h200(tmp_path):

@@ -124,10 +124,10 @@ def _constraints(gpu: Gpu) -> tuple[int, int, float] | None:
     """(lowest whole watt, highest whole watt, reference limit) inside a GPU's constraints, or None."""
     lo, hi = gpu.get("power_min_limit_w"), gpu.get("power_max_limit_w")
     default = gpu.get("power_default_limit_w")
-    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)) or not 0 < lo <= hi:
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)) or not lo > 0:
         return None
     lo_w, hi_w = math.ceil(lo), math.floor(hi)
-    if lo_w > hi_w:
+    if lo_w > hi_w:  # min above max, or no whole watt between them
         return None
     ref = default if default is not None and math.isfinite(default) and default > 0 else hi
     return lo_w, hi_w, ref
@@ -158,12 +158,13 @@ def gpu_power_limits(query: GpuQuery | None) -> tuple[dict[str, int], list[str]]
         lo_w, hi_w, ref = cons
         ranges.append((lo_w, hi_w))
         for profile, fraction in GPU_POWER_FRACTION.items():
-            figures[profile].append(min(max(round(ref * fraction), lo_w), hi_w))
+            figures[profile].append(round(ref * fraction))
     if not ranges:
         return {}, notes + ["no GPU reports power-limit constraints: power limits left unset"]
     lo_all, hi_all = max(lo for lo, _ in ranges), min(hi for _, hi in ranges)
     if lo_all > hi_all:
         return {}, notes + [f"the GPUs' power-limit ranges do not overlap ({ranges}): power limits left unset"]
+    # the lowest figure, clamped to the range every GPU accepts (for one GPU: its own constraints)
     return {p: min(max(min(v), lo_all), hi_all) for p, v in figures.items()}, notes
 
 
