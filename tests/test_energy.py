@@ -73,6 +73,13 @@ def test_lab_boards_map_eco_balanced_performance(tmp_path, profile, conf, expect
     assert jetson_modes(info) == (expected, [])
 
 
+def test_offline_cpus_are_listed_once_in_order():
+    info = parse_nvpmodel_conf_output(["##conf=/etc/nvpmodel.conf", "< POWER_MODEL ID=1 NAME=5W >",
+                                       "CPU_ONLINE CORE_3 0", "CPU_ONLINE CORE_2 0", "CPU_ONLINE CORE_3 0",
+                                       "CPU_ONLINE CORE_1 1"])
+    assert info["modes"] == [{"id": 1, "name": "5W", "cpu_offline": [2, 3]}] and info["default"] is None
+
+
 def test_agx_orin_conf_default_is_balanced_and_maxn_is_performance(tmp_path):
     info = conf_fact(tmp_path, ORIN_AGX_CONF.read_text())
     assert [(m["id"], m["name"]) for m in info["modes"]] == [(0, "MAXN"), (1, "15W"), (2, "30W")]
@@ -153,7 +160,7 @@ def test_a_mode_name_the_policy_refuses_is_never_chosen(tmp_path):
 @pytest.mark.parametrize("garbage", [
     ["##conf=/etc/nvpmodel.conf", "< POWER_MODEL ID=" + "9" * 5000 + " NAME=X >", "< PM_CONFIG DEFAULT=" + "1" * 5000 + " >"],
     ["##conf=/etc/nvpmodel.conf", "\x00\xff", "< POWER_MODEL ID=1 >"],
-    ["< POWER_MODEL ID=0 NAME=MAXN >"],  # no header: not the fact's output
+    ["< POWER_MODEL ID=0 NAME=MAXN >", "< POWER_MODEL ID=1 NAME=5W >"],  # no header: not the fact's output
     [],
 ])
 def test_garbled_conf_is_no_fact(garbage):

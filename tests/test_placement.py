@@ -61,3 +61,10 @@ def test_allowed_cpus_cut_both_sides_alike(tmp_path):
     daemon = choose_cores(read_topology(Sysfs(root)), allowed=set(allowed))
     assert (unit.cpus, unit.threads) == ((0, 1, 2, 3), 2)
     assert list(unit.cpus) == daemon.inference and unit.warnings == tuple(daemon.warnings)
+
+
+def test_no_usable_cpu_still_runs_one_thread_without_affinity(tmp_path):
+    root = machines.xeon_smt(tmp_path / "sys")
+    unit = place(fact_on_tree(root), [99])
+    assert (unit.cpus, unit.threads, unit.reserved) == ((), 1, ())
+    assert unit.warnings[-1] == "no usable CPUs"
