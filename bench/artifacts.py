@@ -92,33 +92,11 @@ def measure(label: str, path: Path, work: Path, levels: list[int], sample_mb: in
             subject.unlink()
 
 
-def run_local(op, **kwargs) -> tuple[bool, bool]:
-    """Run one operation on pyinfra's @local connector; (changed, failed)."""
-    from pyinfra.api import Config, Inventory, State
-    from pyinfra.api.connect import connect_all, disconnect_all
-    from pyinfra.api.exceptions import PyinfraError
-    from pyinfra.api.operation import add_op
-    from pyinfra.api.operations import run_ops
-
-    inventory = Inventory((["@local"], {}))
-    state = State(inventory, Config())
-    connect_all(state)
-    host = inventory.get_host("@local")
-    try:
-        meta = add_op(state, op, **kwargs)[host]
-        try:
-            run_ops(state)
-        except PyinfraError:
-            pass
-        return bool(meta._maybe_is_change), host in state.failed_hosts
-    finally:
-        disconnect_all(state)
-
-
 def bench_release(model: Path, work: Path) -> list[str]:
     """Install ``model`` as a release over loopback HTTP (plain and .zst), switch, and rerun."""
     from tierfleet.artifacts.http_store import StoreServer
     from tierfleet.artifacts.manifest import publish, sha256_file
+    from tierfleet.lab.runner import run_local
     from tierfleet.operations import release
 
     lines = []
@@ -134,16 +112,17 @@ def bench_release(model: Path, work: Path) -> list[str]:
             kw = dict(root=str(root), release="bench-1", manifest=m, source=f"{srv.url}bench/1/",
                       compressed=compressed)
             t0 = time.perf_counter()
-            changed, failed = run_local(release.artifact, **kw)
+            res = run_local(release.artifact, **kw)
             first = time.perf_counter() - t0
             t0 = time.perf_counter()
-            again, failed2 = run_local(release.artifact, **kw)
+            res2 = run_local(release.artifact, **kw)
             rerun = time.perf_counter() - t0
             t0 = time.perf_counter()
             run_local(release.switch, root=str(root), release="bench-1")
             switch = time.perf_counter() - t0
             form = ".zst (level 3) + zstd -d on the host" if compressed else "plain"
-            status = "ok" if (changed, failed, again, failed2) == (True, False, False, False) else "UNEXPECTED"
+            outcome = (res.will_change, res.failed, res2.will_change, res2.failed)
+            status = "ok" if outcome == (True, False, False, False) else "UNEXPECTED"
             lines.append(f"release.artifact {form}: download+verify+manifest+rename {first:.2f} s; "
                          f"rerun {rerun:.2f} s (no change); switch {switch:.2f} s [{status}]")
             shutil.rmtree(root)
@@ -157,6 +136,7 @@ def bench_serve(work: Path) -> list[str]:
     import urllib.request
 
     from tierfleet.artifacts.llama_build import cached_runtime
+    from tierfleet.lab.system import wait_until
 
     repo_cache = Path(__file__).resolve().parents[1] / ".cache" / "runtime"
     runtime = cached_runtime(repo_cache)
@@ -173,16 +153,20 @@ def bench_serve(work: Path) -> list[str]:
         proc = subprocess.Popen([str(runtime.server), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
                                  "-t", "1", "-c", "256", "-np", "1"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def settled() -> str:
+            if proc.poll() is not None:
+                return "exited"
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=5) as r:
+                    return "healthy" if r.status == 200 else ""
+            except OSError:
+                return ""
+
         try:
-            ready = None
-            while ready is None and proc.poll() is None and time.perf_counter() - t0 < 60:
-                try:
-                    with urllib.request.urlopen(url + "/health", timeout=5) as r:
-                        if r.status == 200:
-                            ready = time.perf_counter() - t0
-                except OSError:
-                    time.sleep(0.01)
-            if ready is None:
+            healthy = wait_until(settled, timeout=60, interval=0.01) == "healthy"
+            ready = time.perf_counter() - t0
+            if not healthy:
                 lines.append(f"llama-server {qtype}: did not become healthy")
                 continue
             body = json.dumps({"prompt": "the fleet", "max_tokens": 16, "seed": 1}).encode()

@@ -2,7 +2,7 @@
 
 Usage: sudo .venv/bin/python bench/deploy.py [N ...]
 
-Each N gets a fresh lab (hosts cycle through the profiles; cpu-small is excluded since preflight refuses it),
+Each N gets a fresh lab on ``.201`` onwards of the address block (``$TIERFLEET_LAB_ADDR_BASE``'s /24; hosts cycle through the profiles; cpu-small is excluded since preflight refuses it),
 the lab's artifacts are published first (outside the measurement), then
 ``pyinfra -y inventory/lab.py deploys/tier_basic.py`` runs twice. The second run must change nothing.
 """
@@ -10,8 +10,6 @@ the lab's artifacts are published first (outside the measurement), then
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,38 +21,41 @@ sys.path.insert(0, str(REPO))
 from tierfleet.lab.artifacts import publish_lab_artifacts  # noqa: E402
 from tierfleet.lab.fleet import Lab  # noqa: E402
 from tierfleet.lab.profiles import PROFILES  # noqa: E402
+from tierfleet.lab.runner import grand_total, run_pyinfra  # noqa: E402
+from tierfleet.lab.spec import block_address  # noqa: E402
 
-PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 DEPLOYABLE = [name for name in PROFILES if name != "cpu-small"]
 
 
-def _deploy(env: dict) -> tuple[float, int, str]:
+def _deploy(lab_dir: Path) -> tuple[float, int, dict]:
     t0 = time.monotonic()
-    run = subprocess.run([PYINFRA, "-y", "inventory/lab.py", "deploys/tier_basic.py"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=1800)
-    return time.monotonic() - t0, run.returncode, run.stdout + run.stderr
+    run = run_pyinfra("-y", "inventory/lab.py", "deploys/tier_basic.py", lab_dir=lab_dir, timeout=1800)
+    try:
+        total = grand_total(run.stdout)
+    except ValueError:  # pyinfra stopped before its results table
+        total = {}
+    return time.monotonic() - t0, run.returncode, total
 
 
-def _changes(out: str) -> str:
-    line = next((ln for ln in out.splitlines() if "Grand total" in ln), "")
-    cells = line.split()[2:6]
-    return "/".join(cells) if cells else "?"
+def _changes(total: dict) -> str:
+    return "/".join(str(total[k]) for k in ("hosts", "success", "error", "no_change")) if total else "?"
 
 
 def bench(n: int) -> str:
     with tempfile.TemporaryDirectory(prefix="tierfleet-deploy-bench-") as tmp:
-        env = {**os.environ, "TIERFLEET_LAB_DIR": f"{tmp}/lab", "TIERFLEET_LAB_ADDR_BASE": "127.0.0.200"}
-        os.environ.update({k: env[k] for k in ("TIERFLEET_LAB_DIR", "TIERFLEET_LAB_ADDR_BASE")})
-        lab = Lab(Path(env["TIERFLEET_LAB_DIR"]), log=lambda m: print(f"lab: {m}", file=sys.stderr))
+        lab_dir = Path(tmp) / "lab"
+        os.environ.update(TIERFLEET_LAB_DIR=str(lab_dir), TIERFLEET_LAB_ADDR_BASE=block_address(200))
+        lab = Lab(lab_dir, log=lambda m: print(f"lab: {m}", file=sys.stderr))
         try:
             lab.up([(f"h{i + 1:02d}", DEPLOYABLE[i % len(DEPLOYABLE)]) for i in range(n)])
             publish_lab_artifacts(lab.root, REPO / ".cache" / "runtime", log=lambda m: None)
-            first, rc1, out1 = _deploy(env)
-            again, rc2, out2 = _deploy(env)
+            first, rc1, total1 = _deploy(lab.root)
+            again, rc2, total2 = _deploy(lab.root)
         finally:
             lab.down()
-    status = "ok" if rc1 == rc2 == 0 and re.search(r"Grand total\s+\d+\s+-\s+-", out2) else "FAILED"
-    return f"{n:>3} {first:>16.1f} {again:>12.1f} {again / first:>7.2f}  {_changes(out1):>22} {_changes(out2):>22}  {status}"
+    unchanged = bool(total2) and total2["success"] == total2["error"] == 0
+    status = "ok" if rc1 == rc2 == 0 and unchanged else "FAILED"
+    return f"{n:>3} {first:>16.1f} {again:>12.1f} {again / first:>7.2f}  {_changes(total1):>22} {_changes(total2):>22}  {status}"
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ written by ``tierfleet lab up``. Hosts are grouped by kind (``jetson``, ``cpu_se
 ``gpu_nodes``); each carries its SSH data, its ``tier`` (from its profile), ``lab_profile`` and the
 mirror URLs as the hosts see them (``apt_mirror_url``, ``apt_mirror_keyring``, ``artifacts_url``),
 and the tierfleet keys the tier deploys read, so ``pyinfra inventory/lab.py deploys/tier_basic.py``
-needs no extra flags (:func:`tierfleet.lab.fleet.tierfleet_data`):
+needs no extra flags (:func:`tierfleet.lab.inventory.tierfleet_data`):
 
 - every host: ``artifact_store`` (the lab's store), ``model`` (the tiny ``tiny-llama`` Q8_0 that
   ``tierfleet lab publish`` puts there), ``model_version`` ``1``, ``health_timeout`` 60;
@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tierfleet.lab.fleet import inventory_from_state  # noqa: E402
+from tierfleet.lab.inventory import inventory_from_state  # noqa: E402
 from tierfleet.lab.state import read_state_for_inventory  # noqa: E402
 
 _root, _state = read_state_for_inventory()

@@ -135,10 +135,10 @@ def test_plain_pyinfra_preflight_deploy_refuses_unfit_hosts(inventory):
     run = _pyinfra(inventory)
     assert run.returncode == 1
     out = run.stdout + run.stderr
-    assert re.search(r"\[@fake/nano-adv\]\s+preflight refused: unified memory: needs 5.5 GB, has 4.2 GB; "
+    assert re.search(r"\[@fake/nano-adv\]\s+tierfleet: preflight refused: unified memory: needs 5.5 GB, has 4.2 GB; "
                      r"cores: needs 8, has 4", out)
-    assert re.search(r"\[@fake/small\]\s+preflight refused: no tier fits", out)
-    assert not re.search(r"\[@fake/(orin|t4)\]\s+preflight refused", out)
+    assert re.search(r"\[@fake/small\]\s+tierfleet: preflight refused: no tier fits", out)
+    assert not re.search(r"\[@fake/(orin|t4)\]\s+tierfleet: preflight refused", out)
 
 
 def test_plain_pyinfra_preflight_deploy_passes_when_all_fit(inventory):
@@ -178,7 +178,7 @@ def test_local_host_for_real(tmp_path):
     env = {"TIERFLEET_CATALOG": str(_tiny_catalog(tmp_path, cores=100_000))}
     run = _pyinfra(inv, "--data", "tier=basic", env=env)
     assert run.returncode == 1
-    assert re.search(r"\[@local\]\s+preflight refused: cores: needs 100000, has \d+", run.stdout + run.stderr)
+    assert re.search(r"\[@local\]\s+tierfleet: preflight refused: cores: needs 100000, has \d+", run.stdout + run.stderr)
 
 
 def test_platform_refusal_with_a_fleet_catalog(tmp_path, inventory):

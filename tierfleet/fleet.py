@@ -19,9 +19,10 @@ from pyinfra.context import ctx_host, ctx_state
 
 from tierfleet.catalog import Catalog
 from tierfleet.exceptions import InventoryError
-from tierfleet.preflight import Verdict, check_host, unreachable
-from tierfleet.profile import HostProfile, build_profile, gather_facts
-from tierfleet.settings import HostSettings, host_settings
+from tierfleet.preflight import Verdict, unreachable
+from tierfleet.profile import HostProfile
+from tierfleet.resolve import host_settings_of, resolve
+from tierfleet.settings import HostSettings
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,7 @@ def _hosts(state: State) -> list[Any]:
 
 def settings_for(state: State, catalog: Catalog, source: str) -> dict[str, HostSettings]:
     """Validate every host's tierfleet settings before anything connects. Raises on the first bad host."""
-    settings: dict[str, HostSettings] = {}
-    for host in _hosts(state):
-        data = {key: host.data.get(key) for key in HostSettings.model_fields}
-        settings[host.name] = host_settings(data, catalog, f"{source}: host {host.name}")
-    return settings
+    return {host.name: host_settings_of(host, catalog, source) for host in _hosts(state)}
 
 
 def _probe(state: State, host: Any, settings: HostSettings, catalog: Catalog) -> HostResult:
@@ -84,7 +81,7 @@ def _probe(state: State, host: Any, settings: HostSettings, catalog: Catalog) ->
         try:
             host.connect(show_errors=False, raise_exceptions=True)
             state.activate_host(host)
-            facts = gather_facts(host, settings.model_dir)
+            resolved = resolve(host, catalog, settings)
         except ConnectError as exc:
             return HostResult(unreachable(host.name, settings.tier, str(exc.args[0] if exc.args else exc)), None)
         except Exception as exc:  # noqa: BLE001 - one host's failure must not lose the others' results
@@ -93,8 +90,7 @@ def _probe(state: State, host: Any, settings: HostSettings, catalog: Catalog) ->
                 return HostResult(unreachable(host.name, settings.tier, f"{type(exc).__name__}: {exc}"), None)
     if host in state.failed_hosts:
         return HostResult(unreachable(host.name, settings.tier, "commands failed while reading facts"), None)
-    profile = build_profile(host.name, facts)
-    return HostResult(check_host(profile, catalog, settings.tier, settings.model), profile)
+    return HostResult(resolved.verdict, resolved.profile)
 
 
 def preflight_fleet(state: State, catalog: Catalog, source: str = "inventory") -> list[HostResult]:

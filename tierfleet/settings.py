@@ -10,8 +10,9 @@ from typing import Any, Literal
 
 import pydantic
 
+from tierfleet.artifacts.signing import load_public_key
 from tierfleet.catalog import Catalog, ModelArtifact
-from tierfleet.exceptions import InventoryError
+from tierfleet.exceptions import ConfigError, InventoryError
 from tierfleet.validation import validate
 
 _PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]+$")
@@ -102,6 +103,27 @@ class HostSettings(pydantic.BaseModel):
     power_profile: str = pydantic.Field(
         default="balanced", pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="ops daemon profile to start in"
     )
+    artifact_key: str | None = pydantic.Field(
+        default=None,
+        description="the fleet's artifact signing key, ASCII-armoured OpenPGP (the text, or the path of a .asc "
+        "file on the controller): every manifest must carry a valid signature by it, checked on the host with "
+        "gpgv before anything is fetched; required for an http:// store",
+    )
+    verify_releases: bool = pydantic.Field(
+        default=False,
+        description="re-hash installed releases against their manifests on every run (reads every byte; "
+        "otherwise a release is checked by its files' sizes) and fetch a damaged one again",
+    )
+    nvidia_repo_key_sha256: str | None = pydantic.Field(
+        default=None, pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of the file at nvidia_repo_key (64 lowercase hex digits): the key is installed only "
+        "when it matches; required on GPU nodes",
+    )
+    l4t_repo_key_sha256: str | None = pydantic.Field(
+        default=None, pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of the file at l4t_repo_key (64 lowercase hex digits): the key is installed only "
+        "when it matches; required on Jetsons",
+    )
 
 
 CUDA_REPOS = "https://developer.download.nvidia.com/compute/cuda/repos"
@@ -145,6 +167,15 @@ def host_settings(data: dict[str, Any], catalog: Catalog, source: str) -> HostSe
             if not _PACKAGE_RE.match(package) or (key == "jetpack_packages" and package == "nvidia-cuda-toolkit"):
                 allowed = "Debian package names; never Ubuntu's nvidia-cuda-toolkit on a Jetson"
                 raise InventoryError(source, key, f"{package!r} is not allowed ({allowed})")
+    if settings.artifact_key is not None:
+        try:
+            armored = load_public_key(settings.artifact_key, source, "artifact_key")
+        except ConfigError as exc:
+            raise InventoryError(exc.source, exc.key, exc.problem) from None
+        settings = settings.model_copy(update={"artifact_key": armored})
+    elif settings.artifact_store.startswith("http://"):
+        raise InventoryError(source, "artifact_store", f"{settings.artifact_store!r}: an http:// store is allowed "
+                             "only with signed manifests; set artifact_key (or use https:// or a local path)")
     if settings.tier != "auto" and settings.tier not in catalog.tiers:
         allowed = ", ".join(("auto", *catalog.names))
         raise InventoryError(source, "tier", f"unknown tier {settings.tier!r}; allowed: {allowed}")

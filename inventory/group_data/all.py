@@ -18,5 +18,15 @@ runtime_mode = "native"
 # An http(s) URL, or an absolute path already present on the hosts (e.g. an NFS mount).
 artifact_store = "https://artifacts.example.net/tierfleet"
 
+# The key that signs the store's manifests: an ASCII-armoured OpenPGP public key, or the path of its .asc
+# file. With it, every host checks each manifest.json.sig with gpgv before it fetches anything, and refuses
+# unsigned or badly signed ones; an http:// store is accepted only with it. Sign a store with
+# `tierfleet store sign STORE_DIR --key KEYID`.
+# artifact_key = "keys/fleet-artifacts.asc"
+
+# Re-hash installed releases against their manifests on every run (reads every byte). Off, a release is
+# checked by its files' sizes; either way a damaged release is fetched again.
+# verify_releases = False
+
 # Ops daemon power profile to start in: eco | balanced | performance.
 power_profile = "balanced"

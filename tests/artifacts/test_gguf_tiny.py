@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import gguf
 import numpy as np
 import pytest
@@ -119,3 +122,26 @@ def test_sized_model_weights_are_heavy_tailed(tmp_path):
     w = np.array(next(t for t in r.tensors if t.name == "blk.0.ffn_up.weight").data, dtype=np.float32).ravel()
     kurtosis = float(((w - w.mean()) ** 4).mean() / w.var() ** 2)
     assert kurtosis > 4.0  # a normal distribution has 3
+
+
+def test_command_line_writes_the_model(tmp_path):
+    out = tmp_path / "m.gguf"
+    run = subprocess.run([sys.executable, "-m", "tierfleet.artifacts.gguf_tiny", str(out), "q8_0"],
+                         capture_output=True, text=True)
+    assert (run.returncode, run.stdout) == (0, f"{out}\n"), run.stderr
+    [ref] = write_tiny_gguf(tmp_path / "ref.gguf", qtype="q8_0")
+    assert out.read_bytes() == ref.read_bytes()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([], "Missing argument 'OUT'"),
+    (["m.gguf", "q4"], "gguf_tiny: qtype: 'q4' is not one of f32, f16, q8_0"),
+    (["m.gguf", "f16", "many"], "'many' is not a valid integer"),
+])
+def test_command_line_errors_exit_2(tmp_path, capsys, args, message):
+    from tierfleet.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["artifacts", "tiny-model", *[str(tmp_path / a) if a.endswith(".gguf") else a for a in args]])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -114,3 +116,22 @@ def test_pack_runtime_is_reproducible_and_published(tmp_path):
     os.utime(rt.bin_dir / "llama-server", (1, 1))
     assert lb.pack_runtime(rt, store) == m
     assert not (store / ".pack").exists()
+
+
+def test_command_line_reuses_the_cached_build_and_publishes(tmp_path):
+    runtime = fake_runtime(tmp_path / "cache")
+    store = tmp_path / "store"
+    run = subprocess.run([sys.executable, "-m", "tierfleet.artifacts.llama_build", str(tmp_path / "cache"), str(store)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    server, tarball = run.stdout.splitlines()
+    assert server == str(runtime.server.resolve())
+    assert Path(tarball).is_file() and Path(tarball).parent == store / "llama-server" / f"0.3.36+{lb.variant_name()}"
+
+
+def test_command_line_usage_errors_exit_2(capsys):
+    from tierfleet.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["artifacts", "build-runtime", "a", "b", "c"])
+    assert exc.value.code == 2 and "unexpected extra argument" in capsys.readouterr().err

@@ -10,22 +10,18 @@ import json
 import os
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-try:  # with tests/ a package (the full tree)
-    from ..operations.harness import run_local
-except ImportError:  # tests/artifacts and tests/operations as top-level packages
-    from operations.harness import run_local
-
 from tierfleet.artifacts.gguf_tiny import write_tiny_gguf
 from tierfleet.artifacts.http_store import StoreServer
 from tierfleet.artifacts.llama_build import cached_runtime, pack_runtime
 from tierfleet.artifacts.manifest import publish
+from tierfleet.lab.runner import run_local
+from tierfleet.lab.system import wait_until
 from tierfleet.operations import release
 
 CACHE = Path(os.environ.get("TIERFLEET_CACHE", Path(__file__).resolve().parents[2] / ".cache")) / "runtime"
@@ -67,14 +63,13 @@ class Server:
 
     def wait_healthy(self, limit_s: float = 60.0) -> bool:
         """Poll /health until 200; False if the process exits first (or the bound passes)."""
-        end = time.monotonic() + limit_s
-        while time.monotonic() < end:
+
+        def settled() -> str:
             if self.proc.poll() is not None:
-                return False
-            if http(self.url + "/health")[0] == 200:
-                return True
-            time.sleep(0.05)
-        return False
+                return "exited"
+            return "healthy" if http(self.url + "/health")[0] == 200 else ""
+
+        return wait_until(settled, timeout=limit_s, interval=0.05) == "healthy"
 
     def stop(self) -> None:
         if self.proc.poll() is None:

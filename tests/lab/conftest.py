@@ -18,40 +18,24 @@ import pytest
 
 from tierfleet.lab import dress
 from tierfleet.lab.profiles import PROFILES
+from tierfleet.lab.runner import run_pyinfra
+from tierfleet.lab.spec import block_address
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+if str(REPO) not in sys.path:  # tests/lab is no package: make the shared test helpers (tests.*) importable
+    sys.path.insert(0, str(REPO))
 STANDINS = REPO / "tierfleet" / "lab" / "stand-ins"
 RECORDINGS = REPO / "tierfleet" / "lab" / "recordings"
 #: one host per profile, named after it
 SESSION_SPEC = [(name, name) for name in PROFILES]
-
-
-def lab_test_addr(last_octet: int) -> str:
-    """``127.0.0.<last_octet>``, or in the /24 of ``$TIERFLEET_LAB_ADDR_BASE`` when that is set."""
-    env = os.environ.get("TIERFLEET_LAB_ADDR_BASE", "127.0.0.10")
-    prefix = env.rsplit(".", 1)[0] if env.startswith("127.") and env.count(".") == 3 else "127.0.0"
-    return f"{prefix}.{last_octet}"
-
-
-SESSION_ADDR_BASE = lab_test_addr(100)
+#: the session fleet's addresses: .101 onwards in the checkout's address block
+SESSION_ADDR_BASE = block_address(100)
 
 
 def pyinfra(lab, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """``pyinfra -y inventory/lab.py ARGS`` against ``lab``, under an outer timeout, output merged."""
-    env = dict(os.environ, TIERFLEET_LAB_DIR=str(lab.root))
-    exe = str(Path(sys.executable).with_name("pyinfra"))
-    return subprocess.run(["timeout", str(int(timeout)), exe, "-y", "inventory/lab.py", *args], cwd=REPO,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-
-
-def grand_total(output: str) -> dict:
-    """The "Grand total" row of pyinfra's results table as numbers."""
-    line = next(l for l in output.splitlines() if l.strip().startswith("Grand total"))
-    hosts, success, error, nochange = line.split()[2:6]
-    as_int = lambda v: 0 if v == "-" else int(v)  # noqa: E731
-    return {"hosts": as_int(hosts), "success": as_int(success), "error": as_int(error),
-            "no_change": as_int(nochange)}
+    return run_pyinfra("-y", "inventory/lab.py", *args, lab_dir=lab.root, timeout=timeout)
 
 
 def make_root(tmp: Path, profile_name: str) -> Path:

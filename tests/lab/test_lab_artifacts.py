@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -9,12 +10,15 @@ import subprocess
 import pytest
 
 from tierfleet.catalog import load_catalog
+from tierfleet.exceptions import InventoryError
 from tierfleet.deploys.stack import l4t_apt_release
 from tierfleet.lab import artifacts, base
-from tierfleet.lab.fleet import inventory_from_state
+from tierfleet.lab.inventory import inventory_from_state
 from tierfleet.lab.profiles import PROFILES
 from tierfleet.lab.state import HostState, LabState
 from tierfleet.settings import host_settings
+
+from tests.gpgkeys import make_key
 
 
 def _inventory(tmp_path) -> dict:
@@ -22,11 +26,30 @@ def _inventory(tmp_path) -> dict:
     return {name: data for group in inventory_from_state(tmp_path, state).values() for name, data in group}
 
 
+def _lab_key(tmp_path) -> str:
+    """A lab key in the state dir, as ``lab up`` leaves it."""
+    _, armored, _ = make_key(tmp_path / "gnupg")
+    (tmp_path / "lab-key.asc").write_text(armored)
+    return armored
+
+
+def test_without_the_lab_key_the_http_store_is_refused(tmp_path):
+    name, data = next(iter(_inventory(tmp_path).items()))
+    with pytest.raises(InventoryError, match="artifact_store: 'http://artifacts.lab/artifacts': an http:// store "
+                                             "is allowed only with signed manifests; set artifact_key"):
+        host_settings(data, load_catalog(), f"inventory/lab.py: host {name}")
+
+
 def test_inventory_carries_valid_tierfleet_settings(tmp_path):
     catalog = load_catalog()
+    armored = _lab_key(tmp_path)
+    digest = hashlib.sha256(armored.encode()).hexdigest()
     for name, data in _inventory(tmp_path).items():
         settings = host_settings(data, catalog, f"inventory/lab.py: host {name}")
         assert settings.artifact_store == "http://artifacts.lab/artifacts"
+        assert settings.artifact_key == armored  # read from the file the inventory names
+        assert settings.nvidia_repo_key_sha256 == (digest if PROFILES[name].kind == "gpu_nodes" else None)
+        assert settings.l4t_repo_key_sha256 == (digest if PROFILES[name].kind == "jetson" else None)
         assert settings.model.name == "tiny-llama" and settings.model.file == "tiny-q8_0.gguf"
         assert settings.model_version == "1" and settings.health_timeout == 60
         profile = PROFILES[name]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, grand_total, pyinfra
+from conftest import REPO, pyinfra
+from tierfleet.lab.runner import grand_total
 
 pytestmark = pytest.mark.lab
 DEPLOY = Path(__file__).resolve().parent / "deploys" / "trivial.py"

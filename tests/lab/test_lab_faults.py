@@ -6,13 +6,11 @@ import hashlib
 import os
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO
 from tierfleet.lab import mirror
+from tierfleet.lab.runner import run_pyinfra
 
 pytestmark = pytest.mark.lab
 NOMUX = ("-o", "ControlPath=none", "-o", "ConnectTimeout=3")
@@ -57,11 +55,8 @@ def test_cut_ssh_rejects_and_pyinfra_finishes_the_others(lab, ssh):
     lab.fault("cut-ssh", "cpu-small")
     r = ssh("cpu-small", "true", extra=NOMUX)
     assert r.returncode == 255 and ("refused" in r.stderr or "reset" in r.stderr)
-    env = dict(os.environ, TIERFLEET_LAB_DIR=str(lab.root))
-    exe = str(Path(sys.executable).with_name("pyinfra"))
-    run = subprocess.run(["timeout", "120", exe, "-y", "--limit", "cpu-small", "--limit", "cpu-server",
-                          "inventory/lab.py", "exec", "--", "true"], cwd=REPO, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, env=env)
+    run = run_pyinfra("-y", "--limit", "cpu-small", "--limit", "cpu-server", "inventory/lab.py", "exec", "--",
+                      "true", lab_dir=lab.root, timeout=120)
     assert run.returncode == 1
     assert re.search(r"\[cpu-server\]\s+Success", run.stdout), run.stdout
     assert re.search(r"\[cpu-small\]\s+Could not connect", run.stdout), run.stdout

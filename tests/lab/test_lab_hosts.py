@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from tierfleet.lab.system import wait_until
+
 pytestmark = pytest.mark.lab
 
 
@@ -114,15 +116,13 @@ def test_reboot_gives_a_fresh_uptime(lab, ssh):
     before = float(ssh("gpu-node-t4", "cut -d' ' -f1 /proc/uptime").stdout)
     ssh("gpu-node-t4", "systemctl reboot", extra=("-o", "ControlPath=none"))
     host = lab.host("gpu-node-t4")
-    deadline = time.monotonic() + 60
-    after = None
-    time.sleep(1)
-    while time.monotonic() < deadline:
+    time.sleep(1)  # let the reboot begin: the old system still answers for a moment
+
+    def uptime() -> float | None:
         r = ssh("gpu-node-t4", "cut -d' ' -f1 /proc/uptime", extra=("-o", "ControlPath=none", "-o", "ConnectTimeout=2"))
-        if r.returncode == 0:
-            after = float(r.stdout)
-            break
-        time.sleep(0.3)
+        return float(r.stdout) if r.returncode == 0 else None
+
+    after = wait_until(uptime, timeout=60, interval=0.3)
     assert after is not None and host.running()
     assert after < before
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import threading
-from http.server import ThreadingHTTPServer
 
 import pytest
 
@@ -20,18 +18,12 @@ def server(tmp_path):
     apt = tmp_path / "apt"
     (apt / "dists").mkdir(parents=True)
     (apt / "dists" / "x").write_text("apt file\n")
-    mirror.artifacts_dir(lab_dir).mkdir(parents=True)
-    mirror.Handler.roots = {"/apt/": apt, "/artifacts/": mirror.artifacts_dir(lab_dir)}
-    mirror.Handler.lab_dir = lab_dir
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), mirror.Handler)
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
     blob = bytes(range(256)) * 40  # 10240 bytes
     src = tmp_path / "model.bin"
     src.write_bytes(blob)
-    entry = mirror.publish(lab_dir, src, "models/model.bin")
-    yield httpd.server_address[1], lab_dir, blob, entry
-    httpd.shutdown()
+    with mirror.mirror_server(lab_dir, apt) as srv:
+        entry = mirror.publish(lab_dir, src, "models/model.bin")
+        yield srv.port, lab_dir, blob, entry
 
 
 def get(port, path, headers=None):

@@ -7,7 +7,7 @@ import doctest
 import pytest
 
 from tierfleet.exceptions import ConfigError
-from tierfleet.lab import dress, fleet, jetson, mirror, profiles
+from tierfleet.lab import dress, jetson, profiles, spec, status
 from tierfleet.lab.dress import cpulist, dress_tree, topology
 from tierfleet.lab.profiles import PROFILES, get_profile
 
@@ -27,7 +27,7 @@ def fits(profile, tier: str) -> bool:
     return profile.physical_cores >= t["cores"] and mem_gb >= need * 0.95 and disk_gb >= t["disk_gb"]
 
 
-@pytest.mark.parametrize("module", [dress, fleet, jetson, mirror, profiles])
+@pytest.mark.parametrize("module", [dress, jetson, profiles, spec, status])
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
@@ -144,20 +144,30 @@ def test_cpulist_roundtrip():
 
 
 def test_fleet_specs():
-    assert fleet.parse_hosts("x:cpu-small") == [("x", "cpu-small")]
+    assert spec.parse_hosts("x:cpu-small") == [("x", "cpu-small")]
     with pytest.raises(ConfigError, match="expected name:profile"):
-        fleet.parse_hosts("x")
+        spec.parse_hosts("x")
     with pytest.raises(ConfigError, match="given twice"):
-        fleet.parse_hosts("x:cpu-small,x:cpu-server")
+        spec.parse_hosts("x:cpu-small,x:cpu-server")
     with pytest.raises(ConfigError, match="host names"):
-        fleet.parse_hosts("X;rm -rf:cpu-small")
-    assert [n for n, _ in fleet.cycle_spec(9)][-1] == "lab-09"
-    assert fleet.cycle_spec(8)[7][1] == fleet.cycle_spec(1)[0][1]
+        spec.parse_hosts("X;rm -rf:cpu-small")
+    assert [n for n, _ in spec.cycle_spec(9)][-1] == "lab-09"
+    assert spec.cycle_spec(8)[7][1] == spec.cycle_spec(1)[0][1]
 
 
 def test_addresses_stay_on_loopback(monkeypatch):
     monkeypatch.setenv("TIERFLEET_LAB_ADDR_BASE", "127.0.0.100")
-    assert fleet.addresses(2) == ["127.0.0.101", "127.0.0.102"]
+    assert spec.addresses(2) == ["127.0.0.101", "127.0.0.102"]
     monkeypatch.setenv("TIERFLEET_LAB_ADDR_BASE", "10.0.0.1")
     with pytest.raises(ConfigError, match="TIERFLEET_LAB_ADDR_BASE"):
-        fleet.addresses(1)
+        spec.addresses(1)
+
+
+@pytest.mark.parametrize(("base", "expected"), [(None, "127.0.0.200"), ("127.0.5.10", "127.0.5.200"),
+                                                ("10.0.0.1", "127.0.0.200"), ("junk", "127.0.0.200")])
+def test_block_address_keeps_to_the_checkouts_block(monkeypatch, base, expected):
+    if base is None:
+        monkeypatch.delenv("TIERFLEET_LAB_ADDR_BASE", raising=False)
+    else:
+        monkeypatch.setenv("TIERFLEET_LAB_ADDR_BASE", base)
+    assert spec.block_address(200) == expected

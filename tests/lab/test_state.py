@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tierfleet.exceptions import ConfigError, LabError
-from tierfleet.lab.fleet import inventory_from_state
+from tierfleet.lab.inventory import inventory_from_state
 from tierfleet.lab.state import HostState, LabState, StateStore, lab_id, read_state_for_inventory
 
 

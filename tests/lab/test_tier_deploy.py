@@ -14,8 +14,9 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, grand_total, pyinfra
+from conftest import REPO, pyinfra
 from tierfleet.lab.profiles import PROFILES
+from tierfleet.lab.runner import grand_total
 
 pytestmark = pytest.mark.lab
 
@@ -74,10 +75,14 @@ def check_jetson(lab, host: str) -> None:
     suite = f"r{spec.l4t_release[1:]}.{spec.l4t_revision.split('.')[0]}"
     soc = "t" + spec.soc.removeprefix("tegra")
     sources = in_host(lab, host, "cat", "/etc/apt/sources.list.d/nvidia-l4t-apt-source.list").stdout
+    keyring = "/usr/share/keyrings/nvidia-l4t-archive-keyring.asc"
     assert [l for l in sources.splitlines() if l.startswith("deb ")] == [
-        f"deb http://mirror.lab/jetson/common {suite} main", f"deb http://mirror.lab/jetson/{soc} {suite} main"]
-    key = in_host(lab, host, "cat", "/etc/apt/trusted.gpg.d/jetson-ota-public.asc").stdout
+        f"deb [signed-by={keyring}] http://mirror.lab/jetson/common {suite} main",
+        f"deb [signed-by={keyring}] http://mirror.lab/jetson/{soc} {suite} main"]
+    key = in_host(lab, host, "cat", keyring).stdout
     assert key.startswith("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    # trusted for the L4T source only, not for every apt source
+    assert in_host(lab, host, "test", "-e", "/etc/apt/trusted.gpg.d/jetson-ota-public.asc").returncode == 1
     cuda = in_host(lab, host, "dpkg-query", "-W", "-f", "${Version}", "nvidia-cuda").stdout
     assert cuda.startswith(spec.jetpack)
 
@@ -120,3 +125,15 @@ def test_signing_keys_served_in_hosts(lab):
     for path in ("/apt/tierfleet-lab.asc", "/jetson/jetson-ota-public.asc"):
         out = in_host(lab, "cpu-server", "curl", "-sf", f"http://mirror.lab{path}")
         assert out.returncode == 0 and out.stdout.startswith("-----BEGIN PGP PUBLIC KEY BLOCK-----"), path
+
+
+@pytest.mark.parametrize(("host", "key"), [("gpu-node-t4", "nvidia_repo_key_sha256"),
+                                           ("jetson-nano", "l4t_repo_key_sha256")])
+def test_a_repository_key_that_does_not_match_its_pinned_sha256_is_not_installed(lab, published, host, key):
+    keyring = {"nvidia_repo_key_sha256": "/usr/share/keyrings/cuda-archive-keyring.asc",
+               "l4t_repo_key_sha256": "/usr/share/keyrings/nvidia-l4t-archive-keyring.asc"}[key]
+    before = in_host(lab, host, "sha256sum", keyring).stdout
+    run = pyinfra(lab, "deploys/tier_basic.py", "--limit", host, "--data", f"{key}={'0' * 64}")
+    assert run.returncode == 1, run.stdout[-3000:]
+    assert f"does not have the pinned sha256 {'0' * 64}; {keyring} was left as it was" in run.stdout
+    assert in_host(lab, host, "sha256sum", keyring).stdout == before  # the key apt trusts is unchanged

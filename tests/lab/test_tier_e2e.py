@@ -5,29 +5,31 @@ previous release serving."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tierfleet.lab.runner import grand_total, run_pyinfra
+from tierfleet.lab.system import wait_until
+
 pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[2]
-PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 HOST = "cpu-server"
 
 
 @pytest.fixture(scope="module")
 def store(lab, tmp_path_factory):
-    """The lab's artifacts (runtime, ops wheels, tiny model 1) plus tiny-model versions 2 to 5: 3 is corrupted
-    in the store, 4 is only ever tried on a full disk, 5 verifies but does not load."""
+    """The lab's artifacts (runtime, ops wheels, tiny model 1) plus tiny-model versions 2 to 7: 3 is corrupted
+    in the store, 4 is only ever tried on a full disk, 5 verifies but does not load, 6 is not signed, 7 is
+    signed by a key the inventory does not pin."""
+    from tests.gpgkeys import make_key
     from tierfleet.artifacts.gguf_tiny import write_tiny_gguf
     from tierfleet.artifacts.llama_build import cached_runtime
     from tierfleet.artifacts.manifest import publish
-    from tierfleet.lab.artifacts import publish_lab_artifacts
+    from tierfleet.artifacts.signing import sign_file
+    from tierfleet.lab.artifacts import publish_lab_artifacts, sign_lab_store
     from tierfleet.lab.mirror import artifacts_dir
 
     if cached_runtime(REPO / ".cache" / "runtime") is None:
@@ -46,6 +48,13 @@ def store(lab, tmp_path_factory):
     data = bytearray(bad.read_bytes())
     data[-1] ^= 0xFF
     bad.write_bytes(bytes(data))
+    sign_lab_store(lab.root, log=lambda _: None, lab_cache=lab.cache)
+    for version, seed in (("6", 6), ("7", 7)):  # after the lab signed its store
+        files = write_tiny_gguf(work / version / "tiny-q8_0.gguf", qtype="q8_0", seed=seed)
+        publish(store, files, kind="model", name="tiny-llama-Q8_0", version=version, compress=False)
+    (store / "tiny-llama-Q8_0" / "6" / "manifest.json.sig").unlink(missing_ok=True)
+    other, _, _ = make_key(work / "other-gnupg", "not the fleet <x@tierfleet.invalid>")
+    sign_file(store / "tiny-llama-Q8_0" / "7" / "manifest.json", other)
     return store
 
 
@@ -56,16 +65,14 @@ def inventory(lab):
 
 
 def deploy(inventory: Path, *args: str, deploy_file: str = "deploys/tier_advanced.py"):
-    run = subprocess.run([PYINFRA, "-y", str(inventory), deploy_file, "--limit", HOST, *args],
-                         capture_output=True, text=True, cwd=REPO, timeout=300, env=os.environ.copy())
-    return run.returncode, run.stdout + run.stderr
+    run = run_pyinfra("-y", str(inventory), deploy_file, "--limit", HOST, *args)
+    return run.returncode, run.stdout
 
 
-def grand_total(out: str) -> tuple[int, int, int]:
-    """(success, error, no change) from pyinfra's results table."""
-    line = next(ln for ln in out.splitlines() if "Grand total" in ln)
-    cells = [c for c in line.split()[2:]]
-    return tuple(0 if c == "-" else int(c) for c in cells[1:4])
+def changed(out: str) -> tuple[int, int]:
+    """(success, error) from pyinfra's results table: (0, 0) when nothing changed."""
+    total = grand_total(out)
+    return total["success"], total["error"]
 
 
 def on_host(lab, command: str) -> str:
@@ -82,14 +89,15 @@ def serving(lab) -> str:
 
 def eventually(lab, command: str, expected: str, timeout: float = 20.0) -> str:
     """Run ``command`` on the host until it prints ``expected`` (the daemon acts on its next tick)."""
-    import time
+    got = ""
 
-    deadline = time.monotonic() + timeout
-    while True:
+    def done() -> bool:
+        nonlocal got
         got = on_host(lab, command)
-        if got == expected or time.monotonic() > deadline:
-            return got
-        time.sleep(0.5)
+        return got == expected
+
+    wait_until(done, timeout=timeout, interval=0.5)
+    return got
 
 
 def current(lab, root: str = "/var/lib/tierfleet/models") -> str:
@@ -104,13 +112,13 @@ def converged(lab, store, inventory):
 
 
 def test_first_converge_serves_and_rerun_changes_nothing(lab, converged, inventory):
-    success, error, _ = grand_total(converged)
+    success, error = changed(converged)
     assert success > 0 and error == 0
     assert on_host(lab, "curl -fsS http://127.0.0.1:8080/health") == '{"status":"ok"}'
     assert serving(lab) == "tiny-llama-Q8_0-1"
     assert current(lab) == "releases/tiny-llama-Q8_0-1"
     rc, out = deploy(inventory)
-    assert rc == 0 and grand_total(out)[:2] == (0, 0), out
+    assert rc == 0 and changed(out) == (0, 0), out
 
 
 def test_service_is_unprivileged_hardened_and_pinned(lab, converged):
@@ -162,9 +170,9 @@ def test_ops_daemon_applies_profiles_and_restores_on_stop(lab, converged):
 
 def test_dry_run_shows_the_plan_and_changes_nothing(lab, converged, inventory):
     before = current(lab)
-    run = subprocess.run([PYINFRA, "--dry", str(inventory), "deploys/tier_advanced.py", "--limit", HOST,
-                          "--data", "model_version=2"], capture_output=True, text=True, cwd=REPO, timeout=300)
-    out = run.stdout + run.stderr
+    run = run_pyinfra("--dry", str(inventory), "deploys/tier_advanced.py", "--limit", HOST,
+                      "--data", "model_version=2")
+    out = run.stdout
     assert run.returncode == 0, out
     assert re.search(r"model tiny-llama-Q8_0 2\s+1 \(cpu-server\)", out), out
     assert current(lab) == before
@@ -182,7 +190,7 @@ def test_upgrade_then_rollback(lab, converged, inventory):
     assert current(lab) == "releases/tiny-llama-Q8_0-1"
     assert serving(lab) == "tiny-llama-Q8_0-1"
     rc, out = deploy(inventory, "--data", "model_version=2", deploy_file="deploys/rollback.py")
-    assert rc == 0 and grand_total(out)[:2] == (0, 0), out  # already rolled back
+    assert rc == 0 and changed(out) == (0, 0), out  # already rolled back
 
 
 @pytest.mark.parametrize(
@@ -191,8 +199,14 @@ def test_upgrade_then_rollback(lab, converged, inventory):
         (("--data", "model_version=9"), r"model manifest http://artifacts\.lab/artifacts/tiny-llama-Q8_0/9/manifest\.json: .*404"),
         (("--data", "model_version=3"), r"sha256"),
         (("--data", "artifact_store=http://artifacts.lab:81/artifacts"), r"runtime manifest http://artifacts\.lab:81/.*(refused|connect)"),
+        (("--data", "model_version=6"),
+         r"model manifest http://artifacts\.lab/artifacts/tiny-llama-Q8_0/6/manifest\.json: unsigned: no signature at "
+         r"http://artifacts\.lab/artifacts/tiny-llama-Q8_0/6/manifest\.json\.sig"),
+        (("--data", "model_version=7"),
+         r"model manifest .*/7/manifest\.json: bad signature: .*/7/manifest\.json\.sig does not verify with the "
+         r"pinned artifact_key"),
     ],
-    ids=["missing-artifact", "checksum-mismatch", "unreachable-mirror"],
+    ids=["missing-artifact", "checksum-mismatch", "unreachable-mirror", "unsigned", "signed-by-another-key"],
 )
 def test_bad_artifacts_fail_the_host_and_keep_the_release(lab, converged, inventory, args, message):
     before = current(lab)
@@ -202,7 +216,8 @@ def test_bad_artifacts_fail_the_host_and_keep_the_release(lab, converged, invent
     assert current(lab) == before
     assert serving(lab) == before.split("/")[-1]
     leftovers = on_host(lab, "ls /var/lib/tierfleet/models/releases; ls -A /var/lib/tierfleet/models/.staging 2>/dev/null")
-    assert "tiny-llama-Q8_0-3" not in leftovers and "tiny-llama-Q8_0-9" not in leftovers
+    for version in ("3", "6", "7", "9"):
+        assert f"tiny-llama-Q8_0-{version}" not in leftovers
 
 
 def test_full_disk_fails_the_host_and_keeps_the_release(lab, converged, inventory):
@@ -232,3 +247,31 @@ def test_unknown_tier_is_refused_before_anything_runs(lab, converged, inventory)
     rc, out = deploy(inventory, "--data", "tier=gold", deploy_file="deploys/preflight.py")
     assert rc == 1
     assert "tier: unknown tier 'gold'; allowed: auto, basic, advanced, enterprise" in out
+
+
+def status(inventory: Path, *args: str) -> tuple[int, dict]:
+    tierfleet = str(Path(sys.executable).with_name("tierfleet"))
+    run = subprocess.run([tierfleet, "status", "-i", str(inventory), "--limit", HOST, "--json", *args],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    return run.returncode, json.loads(run.stdout)
+
+
+def test_status_shows_the_converged_host(lab, converged, inventory):
+    rc, data = status(inventory)
+    [host] = data["hosts"]
+    assert rc == 0 and data["ok"], data
+    assert host["healthy"] and host["runtime_health"] == "ok" and host["platform"] == "cpu"
+    assert host["model_release"] == current(lab).split("/")[-1]
+    assert host["runtime_release"].startswith("0.3.36+")
+    assert host["profile"] in ("eco", "balanced", "performance") and re.fullmatch(r"[0-9a-f]{12}", host["policy"])
+
+
+def test_status_reports_a_blackholed_host_within_its_time_limit(lab, converged, inventory):
+    lab.fault("blackhole", HOST)
+    try:
+        rc, data = status(inventory, "--timeout", "5")
+    finally:
+        lab.clear()
+    [host] = data["hosts"]
+    assert rc == 1 and not data["ok"]
+    assert not host["reachable"] and not host["healthy"] and host["error"], host

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from tierfleet.artifacts.gguf_tiny import write_tiny_gguf
-from tierfleet.artifacts.http_store import RangeRequestHandler, StoreServer
+from tierfleet.artifacts.http_store import BodyFault, RangeRequestHandler, StoreServer
 from tierfleet.artifacts.manifest import publish
-
-from .harness import OpRun, run_local  # noqa: F401 - shared with the tests
 
 
 class ServerControl:
@@ -20,6 +19,7 @@ class ServerControl:
 
     def __init__(self) -> None:
         self.cut_after: int | None = None
+        self.delay_s = 0.0
         self.ranges: list[str | None] = []
         self.paths: list[str] = []
         self.lock = threading.Lock()
@@ -27,20 +27,16 @@ class ServerControl:
 
 def make_handler(control: ServerControl) -> type[RangeRequestHandler]:
     class Handler(RangeRequestHandler):
-        def send_head(self):
+        def serve(self, body: bool) -> None:
             with control.lock:
                 control.ranges.append(self.headers.get("Range"))
                 control.paths.append(self.path)
-            return super().send_head()
+            time.sleep(control.delay_s)
+            super().serve(body)
 
-        def copyfile(self, source, outputfile):
-            if control.cut_after is None:
-                return super().copyfile(source, outputfile)
+        def body_fault(self) -> BodyFault | None:
             # send part of the body, then drop the connection (Content-Length promised more)
-            outputfile.write(source.read(control.cut_after))
-            outputfile.flush()
-            self.close_connection = True
-            self._range_left = None
+            return None if control.cut_after is None else BodyFault("truncate", after=control.cut_after)
 
     return Handler
 
@@ -84,9 +80,11 @@ def small_fs(tmp_path):
 
 
 def tree(root: Path) -> list[str]:
-    """Everything under ``root`` (relative paths, links shown with their targets)."""
+    """Everything under ``root`` (relative paths, links shown with their targets), but the lock file."""
     out = []
     for p in sorted(root.rglob("*")):
         rel = str(p.relative_to(root))
+        if rel == ".lock":
+            continue
         out.append(f"{rel} -> {p.readlink()}" if p.is_symlink() else rel)
     return out

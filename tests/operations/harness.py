@@ -23,12 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyinfra.api import Config, Inventory, State
-from pyinfra.api.command import StringCommand
-from pyinfra.api.connect import connect_all, disconnect_all
-from pyinfra.api.exceptions import PyinfraError
-from pyinfra.api.operation import add_op
-from pyinfra.api.operations import run_ops
+from pyinfra.api.command import FunctionCommand, StringCommand
 from pyinfra.context import ctx_host
 
 
@@ -52,8 +47,12 @@ class SpecHost:
 
 
 def command_text(command: Any) -> str:
+    """A yielded command as text; a host failure (:func:`tierfleet.operations.failure.fail_host`) as
+    ``fail_host: <message>``."""
     if isinstance(command, str):
         return StringCommand(command.strip()).get_raw_value()
+    if isinstance(command, FunctionCommand):
+        return f"fail_host: {command.args[0]}"
     return command.get_raw_value()
 
 
@@ -67,33 +66,3 @@ def run_operation(op, args: dict[str, Any], facts: dict) -> tuple[list[str], lis
 
 def load_specs(folder: Path) -> list[tuple[str, dict]]:
     return [(p.name, json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))]
-
-
-@dataclass
-class OpRun:
-    """What one operation did on the local host."""
-
-    will_change: bool
-    failed: bool
-    stdout: str
-    stderr: str
-
-
-def run_local(op, **kwargs) -> OpRun:
-    """Run one operation on ``@local`` through pyinfra's API (fresh state: facts are re-read)."""
-    inventory = Inventory((["@local"], {}))
-    state = State(inventory, Config())
-    connect_all(state)
-    host = inventory.get_host("@local")
-    try:
-        meta = add_op(state, op, **kwargs)[host]
-        will_change = bool(meta._maybe_is_change)
-        try:
-            run_ops(state)
-        except PyinfraError as exc:  # raised once every host failed (here: the only one)
-            assert str(exc) == "No hosts remaining!", exc
-        failed = host in state.failed_hosts
-        return OpRun(will_change, failed, meta.stdout if meta.is_complete() else "",
-                     meta.stderr if meta.is_complete() else "")
-    finally:
-        disconnect_all(state)

@@ -48,8 +48,23 @@ def rel(rid, mtime, m=None):
     return f"release\t{rid}\t{mtime}\t{mj(m) if m else ''}"
 
 
+def with_files(lines):
+    """Recorded output as the fact prints it: each release with a manifest is followed by its files."""
+    out = []
+    for line in lines:
+        out.append(line)
+        fields = line.split("\t")
+        if fields[0] == "release" and len(fields) > 3 and fields[3]:
+            try:
+                m = json.loads(fields[3])
+            except ValueError:
+                continue
+            out += [f"file\t{fields[1]}\tregular file\treleases/{fields[1]}/{f['path']}\t{f['size']}" for f in m["files"]]
+    return out
+
+
 def facts(lines, root=ROOT):
-    return {F: {f"root={root}": lines}}
+    return {F: {f"root={root}": with_files(lines)}}
 
 
 specs = {}
@@ -149,9 +164,20 @@ specs["release.artifact"] = {
             ]
         ),
     ),
-    "broken_current_fails": dict(
+    "broken_current_refetched": dict(
         args=dict(root=ROOT, release="tiny-1", manifest=M1, source=URL),
         facts=facts(["current\treleases/tiny-1", "release\ttiny-1\t1764300000\t{not json"]),
+        facts_after=facts(["current\treleases/tiny-1", rel("tiny-1", 1764300000, M1)]),
+    ),
+    "truncated_current_refetched": dict(
+        args=dict(root=ROOT, release="tiny-1", manifest=M1, source=URL),
+        facts={F: {f"root={ROOT}": ["current\treleases/tiny-1", rel("tiny-1", 1764300000, M1),
+                                     "file\ttiny-1\tregular file\treleases/tiny-1/tiny.gguf\t4096"]}},
+        facts_after=facts(["current\treleases/tiny-1", rel("tiny-1", 1764300000, M1)]),
+    ),
+    "damaged_other_content_fails": dict(
+        args=dict(root=ROOT, release="tiny-1", manifest=M1, source=URL),
+        facts={F: {f"root={ROOT}": [rel("tiny-1", 1764300000, man("1", [("tiny.gguf", 168320, B)]))]}},
         fails=True,
     ),
     "other_content_fails": dict(
@@ -265,6 +291,19 @@ specs["release.prune"] = {
         facts_after=facts(["current\treleases/tiny-2"] + R("tiny-2")),
     ),
     "bad_keep": dict(args=dict(root=ROOT, keep=0), facts=facts([]), exception=True),
+    "resolves_odd_current_link": dict(
+        args=dict(root=ROOT, keep=1),
+        facts=facts(["root\t/srv/tierfleet/model", "current\treleases//tiny-1/.\t/srv/tierfleet/model/releases/tiny-1"]
+                    + R("tiny-1", "tiny-2", "tiny-3")),
+        facts_after=facts(["root\t/srv/tierfleet/model",
+                           "current\treleases//tiny-1/.\t/srv/tierfleet/model/releases/tiny-1"] + R("tiny-1", "tiny-3")),
+    ),
+    "refuses_unknown_current_link": dict(
+        args=dict(root=ROOT, keep=1),
+        facts=facts(["root\t/srv/tierfleet/model", "current\t/tmp/elsewhere\t/tmp/elsewhere"]
+                    + R("tiny-1", "tiny-2", "tiny-3")),
+        facts_after=None,
+    ),
 }
 ops = {
     "release.artifact": release.artifact,
@@ -272,32 +311,33 @@ ops = {
     "release.rollback": release.rollback,
     "release.prune": release.prune,
 }
-base = pathlib.Path(__file__).resolve().parent / "specs"
-for opname, cases in specs.items():
-    d = base / opname
-    d.mkdir(parents=True, exist_ok=True)
-    for case, spec in cases.items():
-        out = {"args": spec["args"], "facts": spec["facts"]}
-        if spec.get("exception"):
-            try:
-                run_operation(ops[opname], spec["args"], spec["facts"])
-            except OperationValueError as e:
-                out["exception"] = {"name": type(e).__name__, "message": str(e)}
+if __name__ == "__main__":  # never on import (pytest imports every module for its doctests)
+    base = pathlib.Path(__file__).resolve().parent / "specs"
+    for opname, cases in specs.items():
+        d = base / opname
+        d.mkdir(parents=True, exist_ok=True)
+        for case, spec in cases.items():
+            out = {"args": spec["args"], "facts": spec["facts"]}
+            if spec.get("exception"):
+                try:
+                    run_operation(ops[opname], spec["args"], spec["facts"])
+                except OperationValueError as e:
+                    out["exception"] = {"name": type(e).__name__, "message": str(e)}
+                else:
+                    raise SystemExit(f"{opname}/{case}: no exception")
             else:
-                raise SystemExit(f"{opname}/{case}: no exception")
-        else:
-            cmds, noops = run_operation(ops[opname], spec["args"], spec["facts"])
-            out["commands"] = cmds
-            out["noop"] = noops[0] if noops else None
-            if spec.get("fails"):
-                out["fails"] = True
-            elif spec.get("facts_after") is not None:
-                out["facts_after"] = spec["facts_after"]
-                c2, n2 = run_operation(ops[opname], spec["args"], spec["facts_after"])
-                assert not c2, (opname, case, c2)
-                out["noop_after"] = n2[0]
-        (d / f"{case}.json").write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
-        print(f"== {opname}/{case}")
-        for c in out.get("commands", []):
-            print("  $", c)
-        print("  noop:", out.get("noop"), "| after:", out.get("noop_after"), "| exc:", out.get("exception"))
+                cmds, noops = run_operation(ops[opname], spec["args"], spec["facts"])
+                out["commands"] = cmds
+                out["noop"] = noops[0] if noops else None
+                if spec.get("fails"):
+                    out["fails"] = True
+                elif spec.get("facts_after") is not None:
+                    out["facts_after"] = spec["facts_after"]
+                    c2, n2 = run_operation(ops[opname], spec["args"], spec["facts_after"])
+                    assert not c2, (opname, case, c2)
+                    out["noop_after"] = n2[0]
+            (d / f"{case}.json").write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+            print(f"== {opname}/{case}")
+            for c in out.get("commands", []):
+                print("  $", c)
+            print("  noop:", out.get("noop"), "| after:", out.get("noop_after"), "| exc:", out.get("exception"))

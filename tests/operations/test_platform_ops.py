@@ -78,7 +78,7 @@ def test_driver_consistent(smi, loaded, installed, branch, problem):
         return
     assert noops == []
     assert len(commands) == 1 and isinstance(commands[0], FunctionCommand)
-    assert commands[0].args == (f"NVIDIA driver check failed: {problem}",)
+    assert commands[0].args == (f"tierfleet: NVIDIA driver check failed: {problem}",)
 
 
 def test_preflight_check_noop_and_refusal(monkeypatch):
@@ -112,7 +112,7 @@ def test_preflight_check_noop_and_refusal(monkeypatch):
     assert commands == [] and noops == ["fits tier basic"]
     commands, noops = run("nano", "advanced")
     assert noops == [] and len(commands) == 1
-    assert commands[0].args == ("preflight refused: unified memory: needs 5.5 GB, has 4.2 GB; cores: needs 8, has 4",)
+    assert commands[0].args == ("tierfleet: preflight refused: unified memory: needs 5.5 GB, has 4.2 GB; cores: needs 8, has 4",)
 
 
 INSTALL = ("python3 -m venv --clear /opt/tierfleet-ops/venvs/0.1.0 && /opt/tierfleet-ops/venvs/0.1.0/bin/pip install "

@@ -24,12 +24,13 @@ def test_fact_spec(name, spec):
 
 def test_specs_cover_the_interesting_states():
     names = {n for n, _ in SPECS}
-    assert {"missing_root.json", "current_previous_staging.json", "broken_manifests.json"} <= names
+    assert {"missing_root.json", "current_previous_staging.json", "broken_manifests.json", "damaged_files.json",
+            "same_size_other_bytes_hashed.json"} <= names
 
 
 def test_default_is_an_empty_state():
     assert Releases.default() == {"current": None, "current_target": None, "previous": None,
-                                  "previous_target": None, "releases": {}, "staging": {}}
+                                  "previous_target": None, "releases": {}, "staging": {}, "unknown_links": []}
 
 
 def test_command_runs_on_a_real_layout_with_a_hostile_root(tmp_path):
@@ -39,6 +40,7 @@ def test_command_runs_on_a_real_layout_with_a_hostile_root(tmp_path):
     (rel / "manifest.json").write_text(
         '{"schema":1,"kind":"model","name":"m","version":"1","entrypoint":"m.gguf",'
         '"files":[{"path":"m.gguf","size":1,"sha256":"' + "0" * 64 + '"}]}\n')
+    (rel / "m.gguf").write_bytes(b"x")
     os.symlink("releases/m-1", root / "current")
     out = subprocess.run(["sh", "-c", Releases().command(root=str(root))], cwd=tmp_path,
                          capture_output=True, text=True, check=True)

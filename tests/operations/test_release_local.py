@@ -16,7 +16,7 @@ import pytest
 from tierfleet.operations import release
 
 from .conftest import tree
-from .harness import run_local
+from tierfleet.lab.runner import run_local
 
 
 def sha(path) -> str:

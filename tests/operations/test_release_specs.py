@@ -40,8 +40,8 @@ def test_operation_spec(op, name, spec):
     assert noops == ([spec["noop"]] if spec["noop"] else [])
 
     if spec.get("fails"):
-        # a host-state failure is one command that fails that host with a message
-        assert len(commands) == 1 and commands[0].startswith("echo 'tierfleet: ") and commands[0].endswith("exit 1")
+        # a host-state failure is one command that fails that host with a message, running nothing there
+        assert len(commands) == 1 and commands[0].startswith("fail_host: tierfleet: ")
         return
     if commands:
         # idempotence: against the state the commands produce, a second run yields nothing
@@ -55,4 +55,4 @@ def test_artifact_quotes_hostile_root_and_url():
     spec = dict(load_specs(SPECS / "release.artifact"))["quotes_injection.json"]
     quoted_root = "'/srv/it'\"'\"'s $(reboot)"
     assert all(quoted_root in command for command in spec["commands"])
-    assert "'http://127.0.0.1:8000/a b/$(id)`id`'\"'\"'/tiny.gguf'" in spec["commands"][1]
+    assert "'http://127.0.0.1:8000/a b/$(id)`id`'\"'\"'/tiny.gguf'" in spec["commands"][0]

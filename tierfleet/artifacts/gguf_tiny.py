@@ -23,7 +23,8 @@ Example::
     >>> [p.name for p in write_tiny_gguf(out, qtype="q8_0", seed=1)]
     ['tiny.gguf']
 
-Command line: ``python -m tierfleet.artifacts.gguf_tiny OUT.gguf [f16|q8_0|f32] [TENSORS_PER_SHARD]``.
+Command line: ``python -m tierfleet.artifacts.gguf_tiny OUT.gguf [f16|q8_0|f32] [TENSORS_PER_SHARD]``, the same
+as ``tierfleet artifacts tiny-model`` (:mod:`tierfleet.cli.artifacts`).
 """
 
 from __future__ import annotations
@@ -256,18 +257,8 @@ def write_sized_gguf(path: Path, target_bytes: int, *, qtype: str = "q8_0", seed
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if not args:
-        print("usage: python -m tierfleet.artifacts.gguf_tiny OUT.gguf [f16|q8_0|f32] [TENSORS_PER_SHARD]",
-              file=sys.stderr)
-        return 2
-    qtype = args[1] if len(args) > 1 else "f16"
-    shards = int(args[2]) if len(args) > 2 else 0
-    for p in write_tiny_gguf(Path(args[0]), qtype=qtype, split_max_tensors=shards):
-        print(p)
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # the command line is the CLI's `tierfleet artifacts tiny-model` (the library never imports click)
+    from tierfleet.cli import main
+
+    main(["artifacts", "tiny-model", *sys.argv[1:]])

@@ -19,7 +19,8 @@ Example (about 4 minutes on two idle cores, ~10 on busy ones)::
 
     python -m tierfleet.artifacts.llama_build .cache/runtime [STORE]
 
-With ``STORE`` the built runtime is also packed and published there.
+With ``STORE`` the built runtime is also packed and published there (the same command as
+``tierfleet artifacts build-runtime [CACHE_DIR] [STORE]``, :mod:`tierfleet.cli.artifacts`).
 """
 
 from __future__ import annotations
@@ -252,16 +253,8 @@ def pack_runtime(runtime: Runtime, store: Path, *, compress: bool = True, level:
             pass
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    cache_dir = Path(args[0]) if args else default_cache_dir()
-    runtime = build_runtime(cache_dir)
-    print(runtime.server)
-    if len(args) > 1:
-        manifest = pack_runtime(runtime, Path(args[1]))
-        print(Path(args[1]) / manifest.name / manifest.version / manifest.entrypoint)
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # the command line is the CLI's `tierfleet artifacts build-runtime` (the library never imports click)
+    from tierfleet.cli import main
+
+    main(["artifacts", "build-runtime", *sys.argv[1:]])

@@ -38,8 +38,8 @@ SCHEMA = 1
 KINDS = ("model", "runtime")
 CHUNK = 1 << 20
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._+-]{0,127}\Z")
+SHA256_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 MANIFEST_NAME = "manifest.json"
 
 
@@ -211,6 +211,8 @@ def parse_manifest(text: str, source: str = "manifest") -> Manifest:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(source, "(json)", f"not valid JSON: {exc.msg} at line {exc.lineno}") from exc
+    except RecursionError:
+        raise ConfigError(source, "(json)", "not a manifest: nested too deeply") from None
     return manifest_from_dict(raw, source)
 
 

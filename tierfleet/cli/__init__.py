@@ -38,11 +38,16 @@ def make_cli() -> click.Group:
         """Provision and operate quantized DeepSeek-R1 distilled LLMs on fleets."""
         _logging(verbose)
 
-    from tierfleet.cli import catalog, lab, preflight
+    from tierfleet.cli import artifacts, catalog, lab, preflight, report, rollout, status, store
 
     cli.add_command(preflight.preflight)
     cli.add_command(catalog.tiers)
     cli.add_command(lab.lab)
+    cli.add_command(store.store)
+    cli.add_command(status.status)
+    cli.add_command(rollout.upgrade)
+    cli.add_command(report.report)
+    cli.add_command(artifacts.artifacts)
     return cli
 
 

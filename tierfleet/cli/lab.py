@@ -11,6 +11,8 @@ import click
 
 from tierfleet.lab import fleet as lab_fleet
 from tierfleet.lab.profiles import PROFILES
+from tierfleet.lab.spec import cycle_spec, parse_hosts
+from tierfleet.lab.status import status_json
 
 
 def _lab() -> lab_fleet.Lab:
@@ -32,7 +34,7 @@ def up(hosts: str | None, count: int | None, no_wait: bool, publish_: bool) -> N
     """Bring the lab fleet up (default: the current fleet, or one host per profile)."""
     if hosts and count:
         raise click.UsageError("give --hosts or -n, not both")
-    spec = lab_fleet.parse_hosts(hosts) if hosts else lab_fleet.cycle_spec(count) if count else None
+    spec = parse_hosts(hosts) if hosts else cycle_spec(count) if count else None
     started = time.monotonic()
     lab_obj = _lab()
     lab_obj.up(spec, wait=not no_wait)
@@ -66,7 +68,7 @@ def status(as_json: bool) -> None:
     """Show the lab's hosts, their profiles, addresses, state and faults."""
     statuses = _lab().status()
     if as_json:
-        click.echo(lab_fleet.status_json(statuses))
+        click.echo(status_json(statuses))
     else:
         _print_status(statuses)
 

@@ -18,10 +18,12 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
 
-from tierfleet.operations import nvidia, packages
-from tierfleet.operations import preflight as preflight_ops
+from tierfleet.operations import failure, nvidia, packages
 from tierfleet.profile import HostProfile
 from tierfleet.settings import HostSettings, cuda_repo_for
+
+#: where the Jetson image puts NVIDIA's L4T key (trusted for every apt source there)
+JETSON_IMAGE_KEY = "/etc/apt/trusted.gpg.d/jetson-ota-public.asc"
 
 NOUVEAU_BLACKLIST = (
     "# Managed by tierfleet: the NVIDIA driver needs nouveau out of the way.\n"
@@ -29,13 +31,15 @@ NOUVEAU_BLACKLIST = (
 )
 
 
-def _apt_source(name: str, key_url: str, keyring: str, list_file: str, lines: list[str]):
+def _apt_source(name: str, key_url: str, key_sha256: str, keyring: str, list_file: str, lines: list[str]):
     """Install an apt source and its ASCII-armoured key; return a callable telling whether either changed.
 
-    ``list_file`` is the file the vendor's own installer writes (cuda-keyring, the Jetson image), so the
-    host keeps one entry per repository instead of two with conflicting ``Signed-By`` values.
+    The key is installed only when its sha256 is ``key_sha256`` (pinned in the inventory), and every line
+    names it with ``signed-by`` so apt trusts it for this source alone. ``list_file`` is the file the
+    vendor's own installer writes (cuda-keyring, the Jetson image), so the host keeps one entry per
+    repository instead of two with conflicting ``Signed-By`` values.
     """
-    key = files.download(name=f"{name} repository key", src=key_url, dest=keyring, mode="644")
+    key = packages.repository_key(name=f"{name} repository key", src=key_url, dest=keyring, sha256=key_sha256)
     source = files.put(
         name=f"{name} apt source",
         src=StringIO("# Managed by tierfleet\n" + "".join(f"{line}\n" for line in lines)),
@@ -52,19 +56,23 @@ def gpu_stack(settings: HostSettings, profile: HostProfile) -> None:
     branch = settings.nvidia_driver_branch
     repo = settings.nvidia_repo or cuda_repo_for(profile.os_id, profile.os_version_id, profile.arch)
     if repo is None:
-        preflight_ops.fail(
+        failure.fail(
             name="NVIDIA repository for this OS",
-            message=f"tierfleet: no NVIDIA repository known for {profile.os or 'this OS'} on {profile.arch}; "
+            message=f"no NVIDIA repository known for {profile.os or 'this OS'} on {profile.arch}; "
             "set nvidia_repo (and nvidia_repo_key) in the inventory",
         )
+        return
+    if settings.nvidia_repo_key_sha256 is None:
+        failure.fail(name="NVIDIA repository key is pinned", message=_unpinned("nvidia_repo_key", (
+            settings.nvidia_repo_key or f"{repo.rstrip('/')}/3bf863cc.pub")))
         return
     repo = repo.rstrip("/")
     keyring = "/usr/share/keyrings/cuda-archive-keyring.asc"
     # cuda-keyring's own file name for NVIDIA's repository (cuda-ubuntu2204-x86_64.list); apt ignores
     # list files with other characters than [A-Za-z0-9_.-]
     list_file = re.sub(r"[^A-Za-z0-9_.-]+", "-", "cuda-" + "-".join(repo.split("://", 1)[-1].rsplit("/", 2)[-2:])) + ".list"
-    _apt_source("nvidia", settings.nvidia_repo_key or f"{repo}/3bf863cc.pub", keyring, list_file,
-                [f"deb [signed-by={keyring}] {repo} {settings.nvidia_repo_suite}"])
+    _apt_source("nvidia", settings.nvidia_repo_key or f"{repo}/3bf863cc.pub", settings.nvidia_repo_key_sha256,
+                keyring, list_file, [f"deb [signed-by={keyring}] {repo} {settings.nvidia_repo_suite}"])
     blacklist = files.put(
         name="Blacklist nouveau",
         src=StringIO(NOUVEAU_BLACKLIST),
@@ -103,6 +111,12 @@ def gpu_stack(settings: HostSettings, profile: HostProfile) -> None:
     nvidia.driver_consistent(name="Loaded driver matches the installed one", branch=branch)
 
 
+def _unpinned(key: str, url: str) -> str:
+    return (f"{key}_sha256 is not set: the repository key {url} is installed only with its sha256 "
+            f"pinned in the inventory (64 lowercase hex digits; check the key's fingerprint, then "
+            f"`curl -fsSL {url} | sha256sum`)")
+
+
 def l4t_apt_release(l4t: str) -> str:
     """The L4T apt suite for an L4T version: major.minor only, so upgrades stay within the release.
 
@@ -119,15 +133,19 @@ def jetson_stack(settings: HostSettings, profile: HostProfile) -> None:
     if not info.get("l4t") or not info.get("apt_soc"):
         host.noop("L4T release or SoC unknown: leaving the Jetson's apt sources alone")
         return
+    if settings.l4t_repo_key_sha256 is None:
+        failure.fail(name="L4T repository key is pinned", message=_unpinned("l4t_repo_key", settings.l4t_repo_key))
+        return
     suite = l4t_apt_release(info["l4t"])
     repo = settings.l4t_repo.rstrip("/")
-    # the Jetson image's own list file and key locations (no signed-by there), so entries never conflict
+    # the Jetson image's own list file (replaced, so entries never conflict), but the key in its own keyring
+    # named by signed-by: the image's copy in trusted.gpg.d would make apt trust it for every source
+    keyring = "/usr/share/keyrings/nvidia-l4t-archive-keyring.asc"
     _apt_source(
-        "l4t",
-        settings.l4t_repo_key,
-        "/etc/apt/trusted.gpg.d/jetson-ota-public.asc",
-        "nvidia-l4t-apt-source.list",
-        [f"deb {repo}/common {suite} main", f"deb {repo}/{info['apt_soc']} {suite} main"],
+        "l4t", settings.l4t_repo_key, settings.l4t_repo_key_sha256, keyring, "nvidia-l4t-apt-source.list",
+        [f"deb [signed-by={keyring}] {repo}/common {suite} main",
+         f"deb [signed-by={keyring}] {repo}/{info['apt_soc']} {suite} main"],
     )
+    files.file(name="L4T key no longer trusted for every source", path=JETSON_IMAGE_KEY, present=False)
     if settings.jetpack_packages:
         apt.packages(name="JetPack components", packages=list(settings.jetpack_packages), no_recommends=True)

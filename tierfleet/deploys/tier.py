@@ -18,19 +18,20 @@ from pyinfra.operations import apt, files, server, systemd
 from tierfleet import energy
 from tierfleet.artifacts import wheelhouse
 from tierfleet.artifacts.llama_build import variant_name
-from tierfleet.catalog import Catalog, ModelArtifact, load_catalog
+from tierfleet.artifacts.signing import keyring_b64
+from tierfleet.catalog import ModelArtifact
 from tierfleet.deploys import stack
 from tierfleet.exceptions import ConfigError
 from tierfleet.facts.artifacts import StoreManifest, manifest_of, manifest_url
 from tierfleet.facts.cpu import AllowedCpus
 from tierfleet.facts.ops import PythonVersion
 from tierfleet.facts.release import Releases
-from tierfleet.operations import daemon, release, runtime
+from tierfleet.operations import daemon, failure, release, runtime
 from tierfleet.operations import preflight as preflight_ops
 from tierfleet.placement import place
-from tierfleet.preflight import Verdict, check_host
-from tierfleet.profile import HostProfile, build_profile, gather_facts
-from tierfleet.settings import HostSettings, host_settings
+from tierfleet.profile import HostProfile
+from tierfleet.resolve import Resolved, resolve_host
+from tierfleet.settings import HostSettings
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 RUNTIME_ROOT = "/opt/tierfleet/runtime"
@@ -75,30 +76,26 @@ def model_release_id(settings: HostSettings, model: ModelArtifact) -> str:
     return f"{model.name}-{model.quant}-{settings.model_version}"
 
 
-def _resolve(name: str | None) -> tuple[Catalog, HostSettings, dict, HostProfile, Verdict] | None:
-    """Read this host's settings and facts and check it against its tier; fail the host on bad data."""
+def _resolve(tier: str | None) -> Resolved | None:
+    """This host's settings, facts, profile and verdict (:mod:`tierfleet.resolve`); bad data fails the host."""
     try:
-        catalog = load_catalog()
-        data = {key: host.data.get(key) for key in HostSettings.model_fields}
-        if name is not None:
-            data["tier"] = name
-        settings = host_settings(data, catalog, f"inventory: host {host.name}")
+        return resolve_host(host, tier)
     except ConfigError as exc:
-        preflight_ops.fail(name="Inventory data is valid", message=f"tierfleet: {exc}")
+        failure.fail(name="Inventory data is valid", message=str(exc))
         return None
-    facts = gather_facts(host, settings.model_dir)
-    profile = build_profile(host.name, facts)
-    return catalog, settings, facts, profile, check_host(profile, catalog, settings.tier, settings.model)
 
 
-def _manifest(url: str, what: str):
-    value = host.get_fact(StoreManifest, url)
+def _manifest(url: str, what: str, key: str | None):
+    """The manifest at ``url`` as the host fetched it, verified there against ``key`` when one is pinned."""
+    value = host.get_fact(StoreManifest, url, key=keyring_b64(key) if key else None)
     if "error" in value:
-        return None, f"tierfleet: {what} manifest {url}: {value['error']}"
+        return None, f"{what} manifest {url}: {value['error']}"
+    if key and not value.get("signed_by"):
+        return None, f"{what} manifest {url}: not verified against artifact_key; refusing it"
     try:
         return manifest_of(value), None
     except ConfigError as exc:
-        return None, f"tierfleet: {what} manifest {url}: {exc}"
+        return None, f"{what} manifest {url}: {exc}"
 
 
 def _current_target(root: str) -> str:
@@ -106,12 +103,13 @@ def _current_target(root: str) -> str:
 
 
 @deploy("tierfleet tier")
-def tier(name: str | None = None) -> None:
-    """Converge this host to tier ``name`` (default: its ``tier`` inventory data)."""
-    resolved = _resolve(name)
+def tier(tier: str | None = None) -> None:
+    """Converge this host to ``tier`` (default: its ``tier`` inventory data)."""
+    resolved = _resolve(tier)
     if resolved is None:
         return
-    catalog, settings, facts, profile, verdict = resolved
+    catalog, settings, facts, profile, verdict = (resolved.catalog, resolved.settings, resolved.facts,
+                                                  resolved.profile, resolved.verdict)
     preflight_ops.check(name=f"Host fits tier {settings.tier}", verdict=verdict)
     if not verdict.fits:
         return
@@ -131,9 +129,9 @@ def tier(name: str | None = None) -> None:
         ("model", manifest_url(store, model_name, settings.model_version), "model"),
         ("ops", manifest_url(store, wheelhouse.NAME, ops_release), "ops daemon"),
     ):
-        manifests[key], error = _manifest(url, what)
+        manifests[key], error = _manifest(url, what, settings.artifact_key)
         if error:
-            preflight_ops.fail(name="Artifacts are in the store", message=error)
+            failure.fail(name="Artifacts are in the store", message=error)
             return
 
     apt.packages(name="Host tools for the deploy", packages=HOST_TOOLS, no_recommends=True)
@@ -147,12 +145,14 @@ def tier(name: str | None = None) -> None:
     runtime_art = release.artifact(
         name="llama-server runtime", root=RUNTIME_ROOT, release=runtime_release, manifest=runtime_manifest,
         source=f"{store}/llama-server/{runtime_release}/", compressed=runtime_manifest.compressed, unpack=True,
+        verify=settings.verify_releases,
     )
     model_release = model_release_id(settings, model)
     model_art = release.artifact(
         name=f"model {model_name} {settings.model_version}", root=model_root, release=model_release,
         manifest=model_manifest, source=f"{store}/{model_name}/{settings.model_version}/",
         compressed=model_manifest.compressed, env={"LLAMA_ARG_MODEL": "{release}/" + model_manifest.entrypoint},
+        verify=settings.verify_releases,
     )
 
     groups = ["video"] if profile.platform == "jetson" else []
@@ -198,7 +198,7 @@ def ops_daemon(settings: HostSettings, profile: HostProfile, reserve: int, manif
     store = settings.artifact_store.rstrip("/")
     art = release.artifact(name="ops daemon wheels", root=OPS_ROOT, release=ops_release, manifest=manifest,
                            source=f"{store}/{wheelhouse.NAME}/{ops_release}/", compressed=manifest.compressed,
-                           unpack=True)
+                           unpack=True, verify=settings.verify_releases)
     switch = release.switch(name="Switch ops daemon", root=OPS_ROOT, release=ops_release)
     venv = daemon.installed(name="ops daemon venv", venv=OPS_VENV, wheels=f"{OPS_ROOT}/current/wheels",
                             version=wheelhouse.ops_version())
@@ -227,6 +227,8 @@ def ops_daemon(settings: HostSettings, profile: HostProfile, reserve: int, manif
     systemd.service(name="ops daemon running", service="tierfleet-ops.service", running=True, enabled=True)
     systemd.service(name="ops daemon reloads its policy", service="tierfleet-ops.service", reloaded=True,
                     _if=lambda: policy.did_change() and not restart())
+    daemon.answering(name="ops daemon answers", cli=f"{OPS_VENV}/bin/tierfleet-ops",
+                     _if=lambda: restart() or policy.did_change())
 
 
 @deploy("tierfleet rollback")
@@ -241,12 +243,27 @@ def rollback() -> None:
     resolved = _resolve(None)
     if resolved is None:
         return
-    catalog, settings, _, _, verdict = resolved
+    catalog, settings, verdict = resolved.catalog, resolved.settings, resolved.verdict
     if settings.model is None and verdict.tier is None:
-        preflight_ops.fail(name="Model to roll back", message=f"tierfleet: no tier fits: {verdict.reason}")
+        failure.fail(name="Model to roll back", message=f"no tier fits: {verdict.reason}")
         return
     model = settings.model or catalog.tier(verdict.tier).model
     back = release.rollback(name=f"Roll back model {settings.model_version}", root=settings.model_dir.rstrip("/"),
                             release=model_release_id(settings, model))
     runtime.healthy(name="Health gate", port=settings.runtime_port, timeout=settings.health_timeout, unit=UNIT,
                     _if=back.did_change)
+
+
+@deploy("tierfleet restore")
+def restore(links: dict[str, str]) -> None:
+    """Put back the releases that served before (root -> ``current`` target), restart, check health.
+
+    A rollout runs this on a host whose upgrade failed after something was switched.
+    """
+    resolved = _resolve(None)
+    if resolved is None:
+        return
+    settings = resolved.settings
+    units = ["tierfleet-ops.service"] if links.get(OPS_ROOT) else []
+    runtime.restored(name="Put back what served before", restore=links, port=settings.runtime_port,
+                     timeout=settings.health_timeout, unit=UNIT, units=units)

@@ -121,8 +121,26 @@ def publish_ops(store: Path, log=print) -> Published:
     return Published(manifest.name, manifest.version, entry, reused=False)
 
 
-def publish_lab_artifacts(lab_dir: Path, cache: Path | None = None, log=print) -> list[Published]:
-    """Publish the runtime, the tiny model and the ops daemon into the lab's store; quick when all are there."""
+def sign_lab_store(lab_dir: Path, log=print, lab_cache: Path | None = None) -> list[Path]:
+    """Sign every manifest in the lab's store that the lab key has not signed yet (a throw-away key made
+    with the lab, :func:`tierfleet.lab.base.ensure_key`); the inventory pins its public part."""
+    from tierfleet.artifacts.signing import sign_store
+    from tierfleet.lab.base import armored_key, ensure_key
+    from tierfleet.lab.state import cache_dir
+
+    gnupg, _ = ensure_key(Path(lab_cache) if lab_cache else cache_dir())
+    signed = sign_store(artifacts_dir(lab_dir), armored_key(gnupg), gnupghome=gnupg)
+    for manifest in signed:
+        log(f"signed {manifest}")
+    return signed
+
+
+def publish_lab_artifacts(lab_dir: Path, cache: Path | None = None, log=print,
+                          lab_cache: Path | None = None) -> list[Published]:
+    """Publish the runtime, the tiny model and the ops daemon into the lab's store and sign their manifests;
+    quick when all are there."""
     store = artifacts_dir(lab_dir)
     store.mkdir(parents=True, exist_ok=True)
-    return [publish_runtime(store, cache, log), publish_tiny_model(store, log), publish_ops(store, log)]
+    published = [publish_runtime(store, cache, log), publish_tiny_model(store, log), publish_ops(store, log)]
+    sign_lab_store(lab_dir, log=lambda _: None, lab_cache=lab_cache)
+    return published

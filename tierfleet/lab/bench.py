@@ -1,6 +1,7 @@
 """Lab figures: up/down time and memory per host for fleets of N hosts (``tierfleet lab bench``).
 
-Uses its own state dir and addresses (127.0.0.201 onwards) so it never touches a running lab.
+Uses its own state dir and addresses (``.201`` onwards in the address block,
+:func:`tierfleet.lab.spec.block_address`) so it never touches a running lab.
 Memory per host is summed over every process in the host's cgroup (supervisor, nspawn, the
 container, its bridges): RSS and PSS from ``/proc/<pid>/smaps_rollup``; "memcg" is what the host's
 memory cgroup is charged (processes plus the page cache of its files); "machine" is the growth of
@@ -14,7 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tierfleet.lab.fleet import Lab, cycle_spec
+from tierfleet.lab.fleet import Lab
+from tierfleet.lab.spec import block_address, cycle_spec
 from tierfleet.lab.system import cgroup_memory_bytes, cgroup_pids
 
 
@@ -45,7 +47,7 @@ def _rss_pss_kib(pids: list[int]) -> tuple[int, int]:
 def bench_one(n: int, log=print) -> dict:
     with tempfile.TemporaryDirectory(prefix="tierfleet-lab-bench-") as tmp:
         old = os.environ.get("TIERFLEET_LAB_ADDR_BASE")
-        os.environ["TIERFLEET_LAB_ADDR_BASE"] = "127.0.0.200"
+        os.environ["TIERFLEET_LAB_ADDR_BASE"] = block_address(200)
         lab = Lab(Path(tmp) / "lab", log=log)
         try:
             lab.up(cycle_spec(1))  # warm the caches (base, apt repo) outside the measurement

@@ -22,7 +22,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from tierfleet.lab.profiles import Profile
 from tierfleet.lab.state import (APT_KEYRING_IN_HOST, APT_SUITE, APT_URL, ARTIFACTS_NAME, ARTIFACTS_URL, BASE_APT_URL,
                                  MIRROR_NAME, MIRROR_PORT_IN_HOST)
 from tierfleet.lab.system import (CLEAN_ENV, cgroup_create, cgroup_join, cgroup_kill, cgroup_pids, mounts_under,
-                                  pid_alive, run, umount_all)
+                                  pid_alive, run, umount_all, wait_until)
 
 HERE = Path(__file__).resolve().parent
 STANDINS = HERE / "stand-ins"
@@ -275,9 +274,7 @@ class Host:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-            deadline = time.monotonic() + timeout
-            while pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
+            wait_until(lambda: not pid_alive(pid), timeout=timeout, interval=0.1)
         cgroup_kill(self.ctx.cgroup(self.name))
 
     def kill(self) -> None:

@@ -1,6 +1,7 @@
 """The lab's mirror: the signed apt repository and the artifact store over HTTP on loopback.
 
-One ``http.server`` process per lab (``python -m tierfleet.lab.mirror``) serves
+One server process per lab (``python -m tierfleet.lab.mirror``, started and watched by
+:class:`MirrorProcess`) serves, through :class:`tierfleet.artifacts.http_store.StoreServer`,
 
 - ``/apt/...``        the stand-in apt repository (:func:`tierfleet.lab.base.ensure_apt_repo`), with
   the signing key ASCII-armoured as ``/apt/tierfleet-lab.asc``; the same repository as ``/base/...``
@@ -15,7 +16,8 @@ host's unix-socket bridge as ``http://mirror.lab/apt``, ``http://mirror.lab/jets
 GET and HEAD, with single ``Range: bytes=a-b`` requests answered 206 (resumable downloads).
 
 Faults (``tierfleet lab fault mirror ...``) are read from ``<lab dir>/mirror-fault.json`` on every
-request, for paths under its ``prefix`` (default ``/artifacts/``):
+request, for paths under its ``prefix`` (default ``/artifacts/``), and applied by the store's
+handler (:class:`tierfleet.artifacts.http_store.BodyFault`):
 
 - ``{"mode": "corrupt"}``             every 1000th byte flipped (from byte 0), lengths unchanged;
 - ``{"mode": "truncate", "after": N}`` the connection is closed after N body bytes;
@@ -27,20 +29,21 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import urllib.parse
 import os
 import re
 import shutil
+import socket
+import subprocess
 import sys
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from tierfleet.exceptions import ConfigError
+from tierfleet.artifacts.http_store import FAULT_MODES, BodyFault, RangeRequestHandler, StoreServer
+from tierfleet.exceptions import ConfigError, LabError
+from tierfleet.lab.system import CLEAN_ENV, cgroup_create, cgroup_join, pid_alive, wait_until
 
 FAULT_FILE = "mirror-fault.json"
-FAULT_MODES = ("corrupt", "truncate", "slow")
-CHUNK = 64 * 1024
+PID_FILE = "mirror.pid"
+LOG_FILE = "mirror.log"
 
 
 def artifacts_dir(lab_dir: Path) -> Path:
@@ -80,13 +83,15 @@ def publish(lab_dir: Path, src: Path, name: str | None = None) -> dict:
     return entry
 
 
+# --- faults --------------------------------------------------------------------------------------
+
 def set_fault(lab_dir: Path, mode: str, *, after: int = 1024, rate: int = 65536,
               prefix: str = "/artifacts/") -> dict:
+    """Make the running mirror misbehave for paths under ``prefix`` (read on every request)."""
     if mode not in FAULT_MODES:
         raise ConfigError("tierfleet lab fault mirror", "mode", f"{mode!r}; allowed: {', '.join(FAULT_MODES)}")
     fault = {"mode": mode, "after": int(after), "rate": max(1, int(rate)), "prefix": prefix}
-    path = Path(lab_dir) / FAULT_FILE
-    path.write_text(json.dumps(fault) + "\n")
+    (Path(lab_dir) / FAULT_FILE).write_text(json.dumps(fault) + "\n")
     return fault
 
 
@@ -94,131 +99,108 @@ def clear_fault(lab_dir: Path) -> None:
     (Path(lab_dir) / FAULT_FILE).unlink(missing_ok=True)
 
 
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """``Range: bytes=a-b`` -> (start, end inclusive); None for no/unsupported range.
-
-    >>> parse_range("bytes=10-19", 100), parse_range("bytes=90-", 100), parse_range("bytes=-5", 100)
-    ((10, 19), (90, 99), (95, 99))
-    >>> parse_range("bytes=200-", 100)
-    (-1, -1)
-    """
-    if not header:
-        return None
-    m = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", header)
-    if not m or (not m.group(1) and not m.group(2)):
-        return None
-    if not m.group(1):
-        n = int(m.group(2))
-        return (max(0, size - n), size - 1) if n else (-1, -1)
-    start = int(m.group(1))
-    end = int(m.group(2)) if m.group(2) else size - 1
-    if start >= size or end < start:
-        return (-1, -1)
-    return start, min(end, size - 1)
-
-
-def corrupt(data: bytes, offset: int) -> bytes:
-    """Flip every 1000th byte of the file (positions counted from the file start)."""
-    out = bytearray(data)
-    first = (-offset) % 1000
-    for i in range(first, len(out), 1000):
-        out[i] ^= 0xFF
-    return bytes(out)
-
-
-class Handler(BaseHTTPRequestHandler):
-    server_version = "tierfleet-lab-mirror/1"
-    protocol_version = "HTTP/1.1"
-    roots: dict[str, Path] = {}
-    lab_dir: Path = Path(".")
-
-    def log_message(self, fmt, *args):  # noqa: D401 - http.server API
-        sys.stderr.write("%s %s\n" % (self.log_date_time_string(), fmt % args))
-
-    def _resolve(self) -> Path | None:
-        # percent-decoded like http.server's own translate_path (curl sends "+" as %2B)
-        path = urllib.parse.unquote(self.path.split("?", 1)[0])
-        for prefix, root in self.roots.items():
-            if path.startswith(prefix):
-                rel = path[len(prefix):]
-                target = (root / rel).resolve()
-                if target == root.resolve() or root.resolve() in target.parents:
-                    return target if target.is_file() else None
-        return None
-
-    def _fault(self) -> dict | None:
-        try:
-            fault = json.loads((self.lab_dir / FAULT_FILE).read_text())
-        except (OSError, ValueError):
+def read_fault(lab_dir: Path, path: str) -> BodyFault | None:
+    """The fault set for a request path, if any (an unreadable fault file is no fault)."""
+    try:
+        fault = json.loads((Path(lab_dir) / FAULT_FILE).read_text())
+        if not path.startswith(fault.get("prefix", "/artifacts/")):
             return None
-        return fault if self.path.startswith(fault.get("prefix", "/artifacts/")) else None
+        return BodyFault(fault["mode"], after=int(fault.get("after", 1024)), rate=max(1, int(fault.get("rate", 65536))))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
 
-    def do_HEAD(self):
-        self._serve(body=False)
 
-    def do_GET(self):
-        self._serve(body=True)
+# --- the server process ----------------------------------------------------------------------------
 
-    def _serve(self, body: bool) -> None:
-        target = self._resolve()
-        if target is None:
-            self.send_error(404, "Not Found")
-            return
-        size = target.stat().st_size
-        rng = parse_range(self.headers.get("Range"), size)
-        if rng == (-1, -1):
-            self.send_response(416)
-            self.send_header("Content-Range", f"bytes */{size}")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        start, end = rng if rng else (0, size - 1)
-        length = end - start + 1 if size else 0
-        self.send_response(206 if rng else 200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(length))
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Last-Modified", self.date_time_string(int(target.stat().st_mtime)))
-        if rng:
-            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-        self.end_headers()
-        if not body or not length:
-            return
-        fault = self._fault()
-        sent = 0
-        with open(target, "rb") as fh:
-            fh.seek(start)
-            while sent < length:
-                n = min(CHUNK, length - sent)
-                if fault and fault["mode"] == "slow":
-                    n = min(n, max(1, fault["rate"] // 10))
-                data = fh.read(n)
-                if not data:
-                    break
-                if fault and fault["mode"] == "corrupt":
-                    data = corrupt(data, start + sent)
-                if fault and fault["mode"] == "truncate" and sent + len(data) > fault["after"]:
-                    data = data[: max(0, fault["after"] - sent)]
-                    self.wfile.write(data)
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(data)
-                sent += len(data)
-                if fault and fault["mode"] == "slow":
-                    time.sleep(len(data) / fault["rate"])
+def mirror_handler(lab_dir: Path) -> type[RangeRequestHandler]:
+    """The store handler with the lab's faults and an access log on stderr."""
+
+    class MirrorHandler(RangeRequestHandler):
+        server_version = "tierfleet-lab-mirror/1"
+
+        def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+            sys.stderr.write("%s %s\n" % (self.log_date_time_string(), format % args))
+
+        def body_fault(self) -> BodyFault | None:
+            return read_fault(lab_dir, self.path)
+
+    return MirrorHandler
+
+
+def mirror_server(lab_dir: Path, apt_repo: Path, port: int = 0, bind: str = "127.0.0.1",
+                  jetson_repo: Path | None = None) -> StoreServer:
+    """The lab mirror's server (not started): the roots above, the lab's faults."""
+    artifacts_dir(lab_dir).mkdir(parents=True, exist_ok=True)
+    roots = {"/apt/": Path(apt_repo), "/base/": Path(apt_repo), "/artifacts/": artifacts_dir(lab_dir)}
+    if jetson_repo is not None:
+        roots["/jetson/"] = Path(jetson_repo)
+    return StoreServer(host=bind, port=port, roots=roots, handler=mirror_handler(Path(lab_dir)))
 
 
 def serve(lab_dir: Path, apt_repo: Path, port: int, bind: str = "127.0.0.1", jetson_repo: Path | None = None
           ) -> None:
-    artifacts_dir(lab_dir).mkdir(parents=True, exist_ok=True)
-    Handler.roots = {"/apt/": Path(apt_repo), "/base/": Path(apt_repo), "/artifacts/": artifacts_dir(lab_dir)}
-    if jetson_repo is not None:
-        Handler.roots["/jetson/"] = Path(jetson_repo)
-    Handler.lab_dir = Path(lab_dir)
-    httpd = ThreadingHTTPServer((bind, port), Handler)
-    httpd.daemon_threads = True
-    httpd.serve_forever()
+    mirror_server(lab_dir, apt_repo, port, bind, jetson_repo).serve_forever()
+
+
+class MirrorProcess:
+    """The lab's mirror server process: started in the cgroup ``<lab id>/_mirror``, its pid in
+    ``<lab dir>/mirror.pid``, its log in ``<lab dir>/mirror.log`` (``lab down`` ends it with the cgroup)."""
+
+    def __init__(self, lab_dir: Path, lab_id: str) -> None:
+        self.lab_dir = Path(lab_dir)
+        self.cgroup = f"{lab_id}/_mirror"
+        self.pid_file = self.lab_dir / PID_FILE
+        self.log = self.lab_dir / LOG_FILE
+
+    def alive(self) -> bool:
+        try:
+            pid = int(self.pid_file.read_text())
+        except (OSError, ValueError):
+            return False
+        return pid_alive(pid)
+
+    @staticmethod
+    def pick_port(wanted: int) -> int:
+        """``wanted`` when it is free (running hosts' bridges still point at it), else a free one."""
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", wanted))
+            except OSError:
+                s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    def start(self, port: int, apt_repo: Path, jetson_repo: Path, timeout: float = 15) -> int:
+        """Start the server unless it runs; returns its port once it accepts connections."""
+        if self.alive() and port:
+            return port
+        port = self.pick_port(port)
+        cgroup_create(self.cgroup)
+        env = dict(CLEAN_ENV, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+        with open(self.log, "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tierfleet.lab.mirror", "--lab-dir", str(self.lab_dir), "--apt-repo",
+                 str(apt_repo), "--jetson-repo", str(jetson_repo), "--port", str(port)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                preexec_fn=lambda: (os.setsid(), cgroup_join(self.cgroup)))
+        self.pid_file.write_text(f"{proc.pid}\n")
+
+        def accepting() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return True
+            except OSError:
+                if proc.poll() is not None:
+                    raise LabError(f"the lab mirror did not start; see {self.log}") from None
+                return False
+
+        if not wait_until(accepting, timeout=timeout, interval=0.05):
+            raise LabError(f"the lab mirror did not start; see {self.log}")
+        return port
+
+    def forget(self) -> None:
+        """Drop the pid file (``lab down`` has ended the process with the lab's cgroups)."""
+        self.pid_file.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> None:

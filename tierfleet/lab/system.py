@@ -1,4 +1,4 @@
-"""Small system helpers for the lab: commands, cgroups, mounts, namespaces.
+"""Small system helpers for the lab: commands, cgroups, mounts, processes, and the one wait helper.
 
 Every command runs from an argument list (no shell); where a command line has to be one string
 (socat's ``EXEC:``) its parts are quoted with :func:`shlex.quote` and checked for characters socat
@@ -7,14 +7,20 @@ would read as syntax. OS errors are turned into :class:`~tierfleet.exceptions.La
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
 import subprocess
-import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+import tenacity
 
 from tierfleet.exceptions import LabError
+
+T = TypeVar("T")
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -47,6 +53,27 @@ def cgroup_memory_bytes(rel: str) -> int | None:
         except (OSError, ValueError):
             continue
     return None
+
+
+def wait_until(check: Callable[[], T], *, timeout: float, interval: float = 0.1) -> T:
+    """Call ``check`` every ``interval`` seconds until it returns something true, or until ``timeout``
+    seconds have passed; return its last value. An exception from ``check`` ends the wait at once.
+
+    The one poll loop of the lab, its tests and benchmarks (tenacity underneath).
+
+    >>> wait_until(lambda: 42, timeout=1)
+    42
+    >>> calls = []
+    >>> wait_until(lambda: calls.append(1) or len(calls) >= 3, timeout=10, interval=0.01), len(calls)
+    (True, 3)
+    >>> wait_until(lambda: [], timeout=0.05, interval=0.01)
+    []
+    """
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_delay(timeout), wait=tenacity.wait_fixed(interval),
+        retry=tenacity.retry_if_result(lambda result: not result),
+        retry_error_callback=lambda state: state.outcome.result())
+    return retrying(check)
 
 
 CLEAN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
@@ -134,21 +161,24 @@ def cgroup_kill(rel: str, wait: float = 5.0) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    deadline = time.monotonic() + wait
-    while cgroup_pids(rel) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not cgroup_pids(rel), timeout=wait, interval=0.05)
     for p in cgroup_paths(rel):
         if not p.is_dir():
             continue
-        for dirpath, dirs, _files in sorted(os.walk(p, topdown=False), key=lambda t: -len(t[0])):
-            for _ in range(50):
-                try:
-                    os.rmdir(dirpath)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.05)
+        for dirpath, _dirs, _files in sorted(os.walk(p, topdown=False), key=lambda t: -len(t[0])):
+            # a cgroup stays busy for a moment after its last process is gone
+            wait_until(functools.partial(_rmdir, dirpath), timeout=2.5, interval=0.05)
+
+
+def _rmdir(path: str) -> bool:
+    """Remove an empty directory; True when it is gone, False while the kernel still holds it."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
 
 
 # --- mounts --------------------------------------------------------------------------------------

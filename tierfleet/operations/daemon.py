@@ -31,3 +31,18 @@ def installed(venv: str, wheels: str, version: str):
         f"{quote('tierfleet-ops==' + version)} && "
         f"ln -sfn {quote(target)} {quote(venv + '.tmp')} && mv -T {quote(venv + '.tmp')} {quote(venv)}"
     )
+
+
+@operation(is_idempotent=False)
+def answering(cli: str, timeout: int = 30):
+    """Wait up to ``timeout`` s for the ops daemon to answer ``status`` with its policy loaded.
+
+    + cli: the ``tierfleet-ops`` program in the daemon's venv
+
+    Same as ``tierfleet-ops status --json`` by hand. Fails the host when the daemon does not answer (it
+    is part of a tier deploy's health gate).
+    """
+    message = f"tierfleet: ops daemon health: {cli} status gave no answer within {int(timeout)}s"
+    yield (f"end=$(( $(date +%s) + {int(timeout)} )); while [ $(date +%s) -lt $end ]; do "
+           f"if {quote(cli)} status --json >/dev/null 2>&1; then exit 0; fi; sleep 0.5; done; "
+           f"echo {quote(message)} >&2; exit 1")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import operation
 
-from tierfleet.operations._fail import fail_host
+from tierfleet.operations.failure import fail_host
 from tierfleet.facts.nvidia import NvidiaDriverInstalled, NvidiaDriverLoaded, NvidiaGpus
 
 

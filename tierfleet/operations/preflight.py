@@ -10,12 +10,10 @@ from pyinfra import host
 from pyinfra.api import operation
 from pyinfra.api.exceptions import OperationValueError
 
-from tierfleet.catalog import load_catalog
 from tierfleet.exceptions import ConfigError
-from tierfleet.operations._fail import fail_host
-from tierfleet.preflight import Verdict, check_host
-from tierfleet.profile import build_profile, gather_facts
-from tierfleet.settings import HostSettings, host_settings
+from tierfleet.operations.failure import fail_host
+from tierfleet.preflight import Verdict
+from tierfleet.resolve import resolve_host
 
 
 def host_verdict(current_host, tier: str | None = None, catalog_path: str | None = None) -> Verdict:
@@ -24,15 +22,9 @@ def host_verdict(current_host, tier: str | None = None, catalog_path: str | None
     Bad inventory data raises pyinfra's ``OperationValueError`` with the file, key and allowed values.
     """
     try:
-        catalog = load_catalog(catalog_path)
-        data = {key: current_host.data.get(key) for key in HostSettings.model_fields}
-        if tier is not None:
-            data["tier"] = tier
-        settings = host_settings(data, catalog, f"inventory: host {current_host.name}")
+        return resolve_host(current_host, tier, catalog_path).verdict
     except ConfigError as exc:
         raise OperationValueError(str(exc)) from None
-    profile = build_profile(current_host.name, gather_facts(current_host, settings.model_dir))
-    return check_host(profile, catalog, settings.tier, settings.model)
 
 
 @operation(is_idempotent=True)
@@ -59,9 +51,3 @@ def check(tier: str | None = None, catalog: str | None = None, verdict: Verdict 
         host.noop(f"fits tier {verdict.tier}{extra}")
         return
     yield fail_host(f"preflight refused: {verdict.reason}")
-
-
-@operation(is_idempotent=True)
-def fail(message: str):
-    """Fail this host with ``message`` (a deploy's own check that found something wrong), running nothing."""
-    yield fail_host(message)

@@ -1,0 +1,65 @@
+"""``tierfleet store sign|verify`` through the real CLI (CliRunner), real GnuPG keys and gpgv."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tierfleet.artifacts.manifest import publish
+from tierfleet.cli import main
+
+from .gpgkeys import make_key
+
+pytestmark = pytest.mark.skipif(shutil.which("gpg") is None or shutil.which("gpgv") is None,
+                                reason="needs gpg and gpgv")
+
+
+@pytest.fixture
+def run(capsys):
+    """Run ``tierfleet ARGS`` through its real entry point (exit codes mapped in ``main``)."""
+    def invoke(*args):
+        with pytest.raises(SystemExit) as info:
+            main(list(args))
+        out = capsys.readouterr()
+        return info.value.code, out.out + out.err
+    return invoke
+
+
+@pytest.fixture
+def setup(tmp_path):
+    store = tmp_path / "store"
+    for version in ("1", "2"):
+        blob = tmp_path / version / "m.gguf"
+        blob.parent.mkdir()
+        blob.write_bytes(b"GGUF" + version.encode() * 50)
+        publish(store, [blob], kind="model", name="m-Q8_0", version=version)
+    home, armored, fpr = make_key(tmp_path / "gnupg")
+    (tmp_path / "fleet.asc").write_text(armored)
+    return store, home, tmp_path / "fleet.asc", fpr
+
+
+def test_sign_then_verify_then_a_tampered_manifest_fails(setup, run):
+    store, home, pub, fpr = setup
+    code, out = run("store", "verify", str(store), "--pubkey", str(pub))
+    assert code == 1 and out.count("FAIL") == 2 and "unsigned: manifest.json.sig is missing" in out
+    code, out = run("store", "sign", str(store), "--gnupghome", str(home), "--pubkey", str(pub))
+    assert code == 0 and "2 of 2 manifest(s) signed" in out, out
+    code, out = run("store", "sign", str(store), "--gnupghome", str(home), "--pubkey", str(pub))
+    assert code == 0 and "0 of 2 manifest(s) signed" in out
+    code, out = run("store", "verify", str(store), "--pubkey", str(pub))
+    assert code == 0 and out.count(f"signed by {fpr}") == 2, out
+    manifest = store / "m-Q8_0" / "2" / "manifest.json"
+    manifest.write_text(manifest.read_text().replace("m.gguf", "n.gguf", 1))
+    code, out = run("store", "verify", str(store), "--pubkey", str(pub))
+    assert code == 1 and "FAIL m-Q8_0/2/manifest.json: bad signature" in out
+
+
+def test_a_bad_pubkey_is_a_clear_input_error(setup, tmp_path, run):
+    store, _, _, _ = setup
+    bad = tmp_path / "bad.asc"
+    bad.write_text("not a key")
+    code, out = run("store", "verify", str(store), "--pubkey", str(bad))
+    assert code == 2
+    assert f"tierfleet: error: {bad}: --pubkey: " in out and "cannot read the armoured key file" not in out
+    assert "not an ASCII-armoured OpenPGP public key" in out
