@@ -15,6 +15,7 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
 
+from tierfleet import energy
 from tierfleet.artifacts import wheelhouse
 from tierfleet.artifacts.llama_build import variant_name
 from tierfleet.artifacts.signing import keyring_b64
@@ -206,6 +207,7 @@ def ops_daemon(settings: HostSettings, profile: HostProfile, reserve: int, manif
         mode="644", create_remote_dir=True,
         ops_host_kind=profile.platform, ops_runtime_port=settings.runtime_port, ops_runtime_unit=UNIT,
         ops_reserve_cores=reserve, ops_default_profile=settings.power_profile,
+        **energy.policy_variables(host, profile.platform),
     )
     server.shell(name="ops policy is valid", commands=[f"{OPS_VENV}/bin/tierfleet-ops check-policy "
                                                        "/etc/tierfleet-ops/policy.yaml"],

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from pyinfra.api import FactBase
+from tierfleet_ops.topology import efficiency_cpus
 
 from tierfleet.facts._util import parse_cpu_list, parse_grep_h, to_int
 
 SYS_CPU = "/sys/devices/system/cpu"
+SYS_DEVICES = "/sys/devices"
 _CPU_FILE_RE = re.compile(r"^/sys/devices/system/cpu/cpu(?P<cpu>\d+)/(?:topology/)?(?P<file>[a-z_]+)$")
 _NODE_RE = re.compile(r"^/sys/devices/system/node/node(?P<node>\d+)/cpulist$")
 
@@ -23,6 +25,8 @@ class CpuTopologyInfo(TypedDict):
     #: ``cpu_capacity`` per CPU on big.LITTLE parts (1024 = biggest), empty elsewhere
     capacity: dict[int, int]
     smt: bool
+    #: Intel hybrid E-cores (``/sys/devices/cpu_atom/cpus``, or left out of ``cpu_core/cpus``); only on hybrid parts
+    efficiency: NotRequired[list[int]]
 
 
 def parse_topology(lines: list[str]) -> CpuTopologyInfo | None:
@@ -66,7 +70,7 @@ def parse_topology(lines: list[str]) -> CpuTopologyInfo | None:
             capacity[cpu] = cap
 
     core_lists = sorted(list(core) for core in cores)
-    return CpuTopologyInfo(
+    info = CpuTopologyInfo(
         online=online,
         cores=core_lists,
         packages=len(packages),
@@ -74,13 +78,20 @@ def parse_topology(lines: list[str]) -> CpuTopologyInfo | None:
         capacity=capacity if len(set(capacity.values())) > 1 else {},
         smt=any(len(core) > 1 for core in core_lists),
     )
+    slow = efficiency_cpus(parse_cpu_list(values.get(f"{SYS_DEVICES}/cpu_atom/cpus")) or [],
+                           parse_cpu_list(values.get(f"{SYS_DEVICES}/cpu_core/cpus")) or [], online)
+    if slow:
+        info["efficiency"] = sorted(slow)
+    return info
 
 
 class CpuTopology(FactBase[CpuTopologyInfo | None]):
     """Online CPUs grouped into physical cores, packages, NUMA nodes and (big.LITTLE) capacities.
 
     Reads ``/sys/devices/system/cpu/online``, ``cpuN/topology/{core_cpus_list,thread_siblings_list,
-    physical_package_id}``, ``cpuN/cpu_capacity`` and ``/sys/devices/system/node/nodeN/cpulist``.
+    physical_package_id}``, ``cpuN/cpu_capacity``, ``/sys/devices/system/node/nodeN/cpulist`` and, on Intel
+    hybrid parts, ``/sys/devices/{cpu_atom,cpu_core}/cpus`` (E-cores as the ops daemon's
+    :func:`tierfleet_ops.topology.efficiency_cpus` reads them).
     """
 
     def command(self) -> str:
@@ -88,7 +99,7 @@ class CpuTopology(FactBase[CpuTopologyInfo | None]):
             f"grep -s -H . {SYS_CPU}/online "
             f"{SYS_CPU}/cpu[0-9]*/topology/core_cpus_list {SYS_CPU}/cpu[0-9]*/topology/thread_siblings_list "
             f"{SYS_CPU}/cpu[0-9]*/topology/physical_package_id {SYS_CPU}/cpu[0-9]*/cpu_capacity "
-            "/sys/devices/system/node/node[0-9]*/cpulist; true"
+            f"/sys/devices/system/node/node[0-9]*/cpulist {SYS_DEVICES}/cpu_atom/cpus {SYS_DEVICES}/cpu_core/cpus; true"
         )
 
     def process(self, output: list[str]) -> CpuTopologyInfo | None:
