@@ -10,8 +10,9 @@ from pyinfra.api import FactBase
 from tierfleet.facts._util import parse_cpu_list, parse_grep_h, to_int
 
 SYS_CPU = "/sys/devices/system/cpu"
-_CPU_FILE_RE = re.compile(r"^/sys/devices/system/cpu/cpu(?P<cpu>\d+)/(?:topology/)?(?P<file>[a-z_]+)$")
-_NODE_RE = re.compile(r"^/sys/devices/system/node/node(?P<node>\d+)/cpulist$")
+# ASCII digits only (``\d`` also matches other scripts' digits, and int() reads them), bounded like CPU numbers
+_CPU_FILE_RE = re.compile(r"^/sys/devices/system/cpu/cpu(?P<cpu>[0-9]{1,5})/(?:topology/)?(?P<file>[a-z_]+)$")
+_NODE_RE = re.compile(r"^/sys/devices/system/node/node(?P<node>[0-9]{1,5})/cpulist$")
 
 
 class CpuTopologyInfo(TypedDict):
@@ -161,7 +162,7 @@ class CpuFreqInfo(TypedDict):
     intel_pstate: str | None
 
 
-_POLICY_RE = re.compile(r"^/sys/devices/system/cpu/cpufreq/policy(?P<n>\d+)/(?P<file>[a-z_]+)$")
+_POLICY_RE = re.compile(r"^/sys/devices/system/cpu/cpufreq/policy(?P<n>[0-9]{1,5})/(?P<file>[a-z_]+)$")
 CPUFREQ_FILES = (
     "scaling_driver",
     "scaling_governor",
