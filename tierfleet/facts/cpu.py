@@ -103,16 +103,24 @@ class CpuIsaInfo(TypedDict):
     variant: str
 
 
+#: what the x86-64 AVX2 build uses (x86-64-v3: :data:`tierfleet.artifacts.llama_build.X86_64_FEATURES`); a CPU
+#: (or a hypervisor's CPU model) lacking any of them gets the generic build instead of dying with SIGILL
+X86_64_V3 = frozenset({"sse4_2", "avx", "avx2", "bmi2", "fma", "f16c"})
+
+
 def isa_variant(flags: set[str]) -> str:
     """Pick the llama.cpp CPU build variant for a set of ``/proc/cpuinfo`` flags.
 
-    >>> isa_variant({"avx2", "avx512f", "fma"}), isa_variant({"avx2", "fma"}), isa_variant({"asimd"}), isa_variant(set())
+    ``avx512`` and ``avx2`` (both run the x86-64-v3 build) need every flag of :data:`X86_64_V3`.
+
+    >>> v3 = {"sse4_2", "avx", "avx2", "bmi2", "fma", "f16c"}
+    >>> isa_variant(v3 | {"avx512f"}), isa_variant(v3), isa_variant({"asimd"}), isa_variant(set())
     ('avx512', 'avx2', 'neon', 'generic')
+    >>> isa_variant(v3 - {"fma"}), isa_variant({"avx512f"})
+    ('generic', 'generic')
     """
-    if "avx512f" in flags:
-        return "avx512"
-    if "avx2" in flags and "fma" in flags:
-        return "avx2"
+    if X86_64_V3 <= flags:
+        return "avx512" if "avx512f" in flags else "avx2"
     if "asimd" in flags or "neon" in flags:
         return "neon"
     return "generic"
