@@ -195,3 +195,23 @@ def test_cpu_host_holds_a_model_larger_than_the_ram_figure_in_ram(catalog):
     gpu = check_host(profile("gpu-a100"), catalog, "enterprise", big)  # a GPU node holds it on the GPU
     assert _checks(gpu)["RAM"].required == ">= 32.0 GB"
     assert _checks(gpu)["GPU memory"].note == "GPU memory: needs 70.0 GB, has 42.9 GB"
+
+
+def test_check_rows_for_a_gpu_without_driver_and_a_cpu_host(catalog):
+    nodriver = _checks(check_host(profile("gpu-nodriver"), catalog, "basic"))["GPU memory"]
+    assert (nodriver.required, nodriver.actual, nodriver.ok) == (">= 2.0 GB", "unknown (no working driver)", None)
+    cpu = _checks(check_host(profile("cpu-server"), catalog, "basic"))["GPU memory"]
+    assert (cpu.required, cpu.actual, cpu.ok, cpu.note) == ("n/a", "n/a (CPU only, model in RAM)", True, "")
+
+
+def test_default_request_is_auto_and_unreachable_hosts_are_refused(catalog):
+    import dataclasses
+
+    from tierfleet.preflight import unreachable
+
+    verdict = check_host(profile("gpu-a100"), catalog)
+    assert (verdict.requested, verdict.tier) == ("auto", "enterprise")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        verdict.fits = False  # type: ignore[misc]
+    gone = unreachable("h", "basic", "timed out")
+    assert (gone.fits, gone.tier, gone.reason, gone.checks) == (False, None, "unreachable: timed out", ())

@@ -127,9 +127,18 @@ def test_topology_drops_offline_siblings_and_counts_packages():
 def test_topology_capacity_only_when_cores_differ():
     same = CpuTopology().process([f"{TOPO}/online:0-1", f"{TOPO}/cpu0/cpu_capacity:1024",
                                   f"{TOPO}/cpu1/cpu_capacity:1024"])
-    mixed = CpuTopology().process([f"{TOPO}/online:0-1", f"{TOPO}/cpu0/cpu_capacity:1024",
-                                   f"{TOPO}/cpu1/cpu_capacity:446"])
+    mixed = CpuTopology().process([f"{TOPO}/online:0-2", f"{TOPO}/cpu0/cpu_capacity:1024",
+                                   f"{TOPO}/cpu1/cpu_capacity:446", f"{TOPO}/cpu2/cpu_capacity:[unreadable]"])
     assert same["capacity"] == {} and mixed["capacity"] == {0: 1024, 1: 446}
+
+
+def test_a_missing_package_id_counts_as_package_zero():
+    topo = CpuTopology().process([f"{TOPO}/online:0-1", f"{TOPO}/cpu0/topology/physical_package_id:0"])
+    assert topo["packages"] == 1
+
+
+def test_no_cpuinfo_means_the_generic_build():
+    assert CpuIsa.default() == {"model": None, "flags": [], "variant": "generic"}
 
 
 def test_cpufreq_reads_the_first_policy_and_intel_pstate():
