@@ -128,10 +128,17 @@ def test_sane_model_dirs_are_accepted(model_dir):
 
 
 @pytest.mark.parametrize("store", ["https://artifacts.example.net/tierfleet", "https://artifacts.example.net/t/",
-                                   "http://127.0.4.10:8080/artifacts", "http://artifacts.lab/artifacts",
-                                   "http://artifacts.lab", "/srv/store", "/srv/store/"])
+                                   "https://127.0.4.10:8080/artifacts", "https://artifacts.lab", "/srv/store",
+                                   "/srv/store/"])
 def test_sane_stores_are_accepted(store):
     assert settings_of({"artifact_store": store}).artifact_store == store
+
+
+@pytest.mark.parametrize("url", ["http://127.0.4.10:8080/artifacts", "http://artifacts.lab/artifacts",
+                                 "http://mirror.lab/apt/tierfleet-lab.asc"])
+def test_plain_http_urls_follow_the_url_rule(url):
+    """(An http:// store also needs the fleet's artifact_key; the URL rule itself is the same.)"""
+    assert rules.store(url) == rules.http_url(url) == url
 
 
 def test_the_deploy_roots_are_reserved():
