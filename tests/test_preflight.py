@@ -97,6 +97,8 @@ def test_unknown_facts_refuse(catalog):
     verdict = check_host(p, catalog, "basic")
     assert not verdict.fits
     assert verdict.reason == "RAM unknown; cores unknown; disk unknown"
+    ram = next(c for c in verdict.checks if c.name == "RAM")
+    assert (ram.required, ram.actual, ram.ok) == (">= 8.0 GB", "unknown", False)
 
 
 def test_gb_is_decimal():
@@ -213,5 +215,7 @@ def test_default_request_is_auto_and_unreachable_hosts_are_refused(catalog):
     assert (verdict.requested, verdict.tier) == ("auto", "enterprise")
     with pytest.raises(dataclasses.FrozenInstanceError):
         verdict.fits = False  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        verdict.checks[0].ok = False  # type: ignore[misc]
     gone = unreachable("h", "basic", "timed out")
     assert (gone.fits, gone.tier, gone.reason, gone.checks) == (False, None, "unreachable: timed out", ())
