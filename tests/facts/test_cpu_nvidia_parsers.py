@@ -249,3 +249,13 @@ def test_pci_devices(lines, expected):
 )
 def test_driver_versions(fact, lines, expected):
     assert fact().process(lines) == expected
+
+
+def test_allowed_cpus_read_on_this_machine_match_the_kernel():
+    """The command, run for real, reports the CPUs this process (and so its children) may use."""
+    import os
+    import subprocess
+
+    fact = AllowedCpus()
+    out = subprocess.run(["sh", "-c", fact.command()], capture_output=True, text=True, check=True)
+    assert fact.process(out.stdout.splitlines()) == sorted(os.sched_getaffinity(0))
