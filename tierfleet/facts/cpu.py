@@ -12,8 +12,9 @@ from tierfleet.facts._util import parse_cpu_list, parse_grep_h, to_int
 
 SYS_CPU = "/sys/devices/system/cpu"
 SYS_DEVICES = "/sys/devices"
-_CPU_FILE_RE = re.compile(r"^/sys/devices/system/cpu/cpu(?P<cpu>\d+)/(?:topology/)?(?P<file>[a-z_]+)$")
-_NODE_RE = re.compile(r"^/sys/devices/system/node/node(?P<node>\d+)/cpulist$")
+# ASCII digits only (``\d`` also matches other scripts' digits, and int() reads them), bounded like CPU numbers
+_CPU_FILE_RE = re.compile(r"^/sys/devices/system/cpu/cpu(?P<cpu>[0-9]{1,5})/(?:topology/)?(?P<file>[a-z_]+)$")
+_NODE_RE = re.compile(r"^/sys/devices/system/node/node(?P<node>[0-9]{1,5})/cpulist$")
 
 
 class CpuTopologyInfo(TypedDict):
@@ -113,16 +114,24 @@ class CpuIsaInfo(TypedDict):
     variant: str
 
 
+#: what the x86-64 AVX2 build uses (x86-64-v3: :data:`tierfleet.artifacts.llama_build.X86_64_FEATURES`); a CPU
+#: (or a hypervisor's CPU model) lacking any of them gets the generic build instead of dying with SIGILL
+X86_64_V3 = frozenset({"sse4_2", "avx", "avx2", "bmi2", "fma", "f16c"})
+
+
 def isa_variant(flags: set[str]) -> str:
     """Pick the llama.cpp CPU build variant for a set of ``/proc/cpuinfo`` flags.
 
-    >>> isa_variant({"avx2", "avx512f", "fma"}), isa_variant({"avx2", "fma"}), isa_variant({"asimd"}), isa_variant(set())
+    ``avx512`` and ``avx2`` (both run the x86-64-v3 build) need every flag of :data:`X86_64_V3`.
+
+    >>> v3 = {"sse4_2", "avx", "avx2", "bmi2", "fma", "f16c"}
+    >>> isa_variant(v3 | {"avx512f"}), isa_variant(v3), isa_variant({"asimd"}), isa_variant(set())
     ('avx512', 'avx2', 'neon', 'generic')
+    >>> isa_variant(v3 - {"fma"}), isa_variant({"avx512f"})
+    ('generic', 'generic')
     """
-    if "avx512f" in flags:
-        return "avx512"
-    if "avx2" in flags and "fma" in flags:
-        return "avx2"
+    if X86_64_V3 <= flags:
+        return "avx512" if "avx512f" in flags else "avx2"
     if "asimd" in flags or "neon" in flags:
         return "neon"
     return "generic"
@@ -172,7 +181,7 @@ class CpuFreqInfo(TypedDict):
     intel_pstate: str | None
 
 
-_POLICY_RE = re.compile(r"^/sys/devices/system/cpu/cpufreq/policy(?P<n>\d+)/(?P<file>[a-z_]+)$")
+_POLICY_RE = re.compile(r"^/sys/devices/system/cpu/cpufreq/policy(?P<n>[0-9]{1,5})/(?P<file>[a-z_]+)$")
 CPUFREQ_FILES = (
     "scaling_driver",
     "scaling_governor",

@@ -57,8 +57,9 @@ L4T_TO_JETPACK: dict[str, str] = {
     "32.5": "4.5",
 }
 
-_RELEASE_RE = re.compile(r"#\s*R(?P<major>\d+)\s*\(release\),\s*REVISION:\s*(?P<rev>\d+(?:\.\d+)*)")
-_PACKAGE_RE = re.compile(r"^(?P<version>\d+\.\d+(?:\.\d+)?)")
+# ASCII digits only, as few as real releases have (``\d`` also matches other scripts' digits)
+_RELEASE_RE = re.compile(r"#\s*R(?P<major>[0-9]{1,3})\s*\(release\),\s*REVISION:\s*(?P<rev>[0-9]{1,4}(?:\.[0-9]{1,4}){0,3})(?![0-9.])")
+_PACKAGE_RE = re.compile(r"^(?P<version>[0-9]{1,3}\.[0-9]{1,4}(?:\.[0-9]{1,4})?)(?![0-9])")
 
 
 class JetsonInfo(TypedDict):

@@ -16,7 +16,7 @@ class PythonVersion(FactBase[str | None]):
 
     def process(self, output: list[str]) -> str | None:
         value = output[0].strip() if output else ""
-        return value if re.fullmatch(r"\d+\.\d+", value) else None
+        return value if re.fullmatch(r"[0-9]{1,3}\.[0-9]{1,3}", value) else None
 
 
 class OpsInstalled(FactBase[str | None]):
