@@ -91,13 +91,16 @@ CHECK_CONTROL = """
 import importlib.metadata as md, json, sys
 import tierfleet, tierfleet_ops
 import tierfleet.deploys.tier
+from tierfleet.artifacts.wheelhouse import ops_version
+from tierfleet.deploys.tier import TEMPLATES
 from tierfleet.placement import place
 hybrid = {"online": list(range(20)), "packages": 1, "numa_nodes": {0: list(range(20))}, "capacity": {}, "smt": True,
           "cores": [[2 * k, 2 * k + 1] for k in range(6)] + [[c] for c in range(12, 20)],
           "efficiency": list(range(12, 20))}
 p = place(hybrid, None)
 print(json.dumps({"files": [tierfleet.__file__, tierfleet_ops.__file__], "prefix": sys.prefix,
-                  "requires": md.requires("tierfleet"), "cpus": list(p.cpus), "threads": p.threads}))
+                  "requires": md.requires("tierfleet"), "cpus": list(p.cpus), "threads": p.threads,
+                  "templates": sorted(t.name for t in TEMPLATES.glob("*.j2")), "ops_version": ops_version()}))
 """
 
 
@@ -114,6 +117,9 @@ def test_control_wheel_installs_the_ops_wheel_and_the_tier_deploy_places(wheels)
     assert all(f.startswith(site) for f in got["files"]), got["files"]  # the wheels, not this checkout
     assert any(r.startswith("tierfleet-ops==") for r in got["requires"])
     assert (got["cpus"], got["threads"]) == (list(range(12)), 6)
+    # what the tier deploy reads from its own package: the templates it renders and the ops version it installs
+    assert got["templates"] == sorted(t.name for t in (REPO / "templates").glob("*.j2"))
+    assert got["ops_version"] == tomllib.loads((REPO / "ops" / "pyproject.toml").read_text())["project"]["version"]
 
 
 CHECK_OPS = """

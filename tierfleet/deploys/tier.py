@@ -33,7 +33,8 @@ from tierfleet.profile import HostProfile
 from tierfleet.resolve import Resolved, resolve_host
 from tierfleet.settings import HostSettings
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+#: the jinja2 templates rendered onto hosts (``templates/`` at the top of the repository, shipped in the package)
+TEMPLATES = Path(__file__).parents[1] / "templates"
 RUNTIME_ROOT = "/opt/tierfleet/runtime"
 OPS_ROOT = "/opt/tierfleet/ops"
 OPS_VENV = "/opt/tierfleet-ops/venv"
