@@ -95,7 +95,8 @@ def test_tier_basic_converges_then_changes_nothing(lab, published, group):
     first = pyinfra(lab, "deploys/tier_basic.py", "--limit", group)
     assert first.returncode == (1 if refused else 0), first.stdout[-4000:]
     total = grand_total(first.stdout)
-    assert total["error"] == len(refused) and total["success"] > 0, first.stdout[-4000:]
+    # success > 0 on a fresh host; a module that ran before (the energy policy tests) may have converged it
+    assert total["error"] == len(refused) and total["success"] + total["no_change"] > 0, first.stdout[-4000:]
     for name in names:
         lines = " ".join(host_lines(first.stdout, name))
         if name in refused:
