@@ -104,6 +104,18 @@ def test_unit_keeps_only_what_each_kind_of_host_needs(kind):
     assert settings(unit, "SystemCallErrorNumber") == ["EPERM"]
 
 
+def test_state_elsewhere_is_writable_and_is_jetson_clocks_home():
+    """ProtectSystem=strict leaves only StateDirectory= writable: a state file elsewhere gets its directory
+    added, and HOME follows it (jetson_clocks stores its own copy in $HOME/l4t_dfs.conf)."""
+    unit = render("tierfleet-ops.service.j2")
+    assert settings(unit, "Environment") == ['"HOME=/var/lib/tierfleet-ops"']
+    unit = render("tierfleet-ops.service.j2", ops_host_kind="cpu", ops_state_path="/srv/ops 100%/state.json")
+    assert settings(unit, "ReadWritePaths") == ['"/srv/ops 100%%"', "/sys/devices/system/cpu"]
+    assert settings(unit, "Environment") == ['"HOME=/srv/ops 100%%"']
+    with pytest.raises(jinja2.UndefinedError, match="ops_state_path_must_be_absolute"):
+        render("tierfleet-ops.service.j2", ops_state_path="state.json")
+
+
 def test_unit_refuses_an_unknown_host_kind():
     with pytest.raises(jinja2.UndefinedError, match="ops_host_kind_must_be"):
         render("tierfleet-ops.service.j2", ops_host_kind="gpu\nUser=nobody")
