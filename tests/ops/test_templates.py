@@ -85,6 +85,7 @@ def test_unit_keeps_only_what_each_kind_of_host_needs(kind):
     # NVML power limits and locked clocks need CAP_SYS_ADMIN; pinning another user's threads CAP_SYS_NICE
     assert caps == (["CAP_SYS_NICE"] if kind in ("cpu", "jetson") else ["CAP_SYS_NICE CAP_SYS_ADMIN"])
     assert settings(unit, "ProtectSystem") == ["strict"] and settings(unit, "NoNewPrivileges") == ["yes"]
+    assert not settings(unit, "ConfigurationDirectory")  # strict would leave it, and so the policy, writable
     writable = " ".join(settings(unit, "ReadWritePaths")).split()
     if kind in ("cpu", "gpu"):
         assert writable == ["/sys/devices/system/cpu"]

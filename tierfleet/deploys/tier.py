@@ -229,6 +229,10 @@ def ops_daemon(settings: HostSettings, profile: HostProfile, reserve: int, manif
         ops_reserve_cores=reserve, ops_default_profile=settings.power_profile,
         **energy.policy_variables(host, profile.platform),
     )
+    if profile.platform == "jetson":
+        # nvpmodel keeps its status here; the daemon's unit may write only directories that exist
+        # (nvpmodel.service makes it at boot on a flashed board; a fresh image may not have it yet)
+        files.directory(name="nvpmodel status directory", path="/var/lib/nvpmodel")
     server.shell(name="ops policy is valid", commands=[f"{OPS_VENV}/bin/tierfleet-ops check-policy "
                                                        "/etc/tierfleet-ops/policy.yaml"],
                  _if=policy.did_change)
