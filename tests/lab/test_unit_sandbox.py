@@ -30,7 +30,7 @@ POLICY = "/etc/tierfleet-ops/policy.yaml"
 GOVERNOR = "/sys/devices/system/cpu/cpufreq/policy0/scaling_governor"
 #: CapBnd in /proc/PID/status: CAP_SYS_NICE (23), plus CAP_SYS_ADMIN (21) on GPU nodes for NVML
 CAPS = {"cpu": 1 << 23, "jetson": 1 << 23, "gpu": (1 << 23) | (1 << 21)}
-CONNECT = "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect('/run/tierfleet-ops/ops.sock'); print('ok')"
+CONNECT = "import socket; s = socket.socket(socket.AF_UNIX); s.connect('/run/tierfleet-ops/ops.sock'); print('ok')"
 
 
 def sh(lab, host: str, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -84,8 +84,9 @@ def deployed(lab):
 def test_runtime_serves_inside_its_sandbox(lab, deployed, host):
     health = out(lab, host, "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/health")
     assert health == "200"
-    body = json.loads(out(lab, host, "curl -sf -H 'Content-Type: application/json' "
-                                     "-d '{\"prompt\": \"The lab\", \"n_predict\": 4}' http://127.0.0.1:8080/completion"))
+    request = shlex.quote(json.dumps({"prompt": "The lab", "n_predict": 4}))
+    body = json.loads(out(lab, host, f"curl -sf -H 'Content-Type: application/json' -d {request} "
+                                     "http://127.0.0.1:8080/completion"))
     assert isinstance(body["content"], str) and body["tokens_predicted"] > 0
     st = proc_status(lab, host, "llama-server")
     assert int(st["CapBnd"], 16) == 0 and st["NoNewPrivs"] == "1" and st["Seccomp"] == "2"
@@ -191,7 +192,8 @@ def test_control_socket_is_for_the_control_group_only(lab, deployed, host):
     assert out(lab, host, "stat -c '%U:%G %a' /run/tierfleet-ops") == "root:tierfleet-ops 750"
     assert out(lab, host, "stat -c '%U:%G %a' /run/tierfleet-ops/ops.sock") == "root:tierfleet-ops 660"
     assert "tierfleet-ops" not in out(lab, host, "id -nG tierfleet").split()
-    as_runtime = sh(lab, host, f"setpriv --reuid=tierfleet --regid=tierfleet --init-groups python3 -c {shlex.quote(CONNECT)}")
+    as_runtime = sh(lab, host, "setpriv --reuid=tierfleet --regid=tierfleet --init-groups "
+                               f"python3 -c {shlex.quote(CONNECT)}")
     assert as_runtime.returncode != 0 and "PermissionError" in as_runtime.stderr, as_runtime
     # an operator joins the control group and may use it
     out(lab, host, "id tf-operator >/dev/null 2>&1 || useradd --system --no-create-home -G tierfleet-ops tf-operator")

@@ -132,7 +132,8 @@ def test_systemd_analyze_security_rates_the_unit_at_most_4(kind, tmp_path):
     assert level <= 4.0, f"{kind}: exposure {level}\n{exposed(table)}"
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed (apt-get install systemd)")
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                    reason="systemd-analyze not installed (apt-get install systemd)")
 @pytest.mark.parametrize("kind", KINDS)
 def test_systemd_analyze_verify_accepts_the_unit(kind, tmp_path):
     unit = render("tierfleet-ops.service.j2", ops_venv=sys.prefix, ops_policy_path=str(tmp_path / "p%.yaml"),
