@@ -218,14 +218,25 @@ def _days(v: Any) -> tuple[str, ...]:
     return tuple(v)
 
 
+_W_ALLOWED = {"profile": "a profile name", "time": "HH:MM, 00:00..24:00", "days": "a list of " + ", ".join(DAYS),
+              "mode": "cap, force"}
+
+
 class WindowModel(Section):
     """One time window: ``{profile, from: "HH:MM", to: "HH:MM", days: [mon, ...], mode: cap|force}``."""
 
-    profile: Annotated[str, checked(name, "a profile name")]
-    start: Annotated[int, checked(hhmm, "HH:MM, 00:00..24:00")] = Field(alias="from")
-    end: Annotated[int, checked(hhmm, "HH:MM, 00:00..24:00")] = Field(alias="to")
-    days: Annotated[tuple[str, ...], checked(_days, "a list of " + ", ".join(DAYS))] = DAYS
-    mode: Annotated[str, checked(one_of(("cap", "force")), "cap, force")] = "cap"
+    profile: Annotated[str, checked(name, _W_ALLOWED["profile"])] = Field(
+        description="the profile the window caps at or forces", json_schema_extra={"allowed": _W_ALLOWED["profile"]})
+    start: Annotated[int, checked(hhmm, _W_ALLOWED["time"])] = Field(
+        alias="from", description="start of the window (local time)", json_schema_extra={"allowed": _W_ALLOWED["time"]})
+    end: Annotated[int, checked(hhmm, _W_ALLOWED["time"])] = Field(
+        alias="to", description="end of the window (local time); before 'from' wraps past midnight",
+        json_schema_extra={"allowed": _W_ALLOWED["time"]})
+    days: Annotated[tuple[str, ...], checked(_days, _W_ALLOWED["days"])] = Field(
+        DAYS, description="weekdays the window starts on", json_schema_extra={"allowed": _W_ALLOWED["days"]})
+    mode: Annotated[str, checked(one_of(("cap", "force")), _W_ALLOWED["mode"])] = Field(
+        "cap", description="cap: no higher than the profile; force: exactly the profile",
+        json_schema_extra={"allowed": _W_ALLOWED["mode"]})
 
 
 def _section(model: Any, what: str) -> tuple[Any, Any]:
