@@ -171,7 +171,8 @@ def test_resume_after_the_cli_is_killed(lab, versions, tmp_path):
 
 def test_a_model_the_mirror_corrupts_fails_its_host_before_anything_switches(lab, versions, tmp_path):
     before = {host: serving(lab, host) for host in HOSTS}
-    lab.fault("mirror", mode="corrupt")
+    # the model file only: its signed manifest arrives intact, so the host's own sha256 check must catch it
+    lab.fault("mirror", mode="corrupt", prefix="/artifacts/tiny-llama-Q8_0/13/tiny-q8_0.gguf")
     try:
         rc, report = upgrade(tmp_path / "state.json", *new("--model-version", "13", "--serial", "1"))
     finally:
