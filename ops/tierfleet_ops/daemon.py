@@ -21,6 +21,7 @@ import psutil
 
 from .apply import Applier
 from .backends.base import Backend, HostContext, not_applied, probe_backends
+from .containers import ContainerCpus
 from .errors import ConfigError, ControlError, FatalError, OpsError
 from .knobs import Knob, Outcome, Skipped
 from .notify import notify, watchdog_interval_s
@@ -29,6 +30,7 @@ from .policy import Policy, load_policy
 from .selector import Selector
 from .signals import Signals, combine
 from .state import StateStore
+from .sysfs import format_cpulist
 from .topology import Placement, choose_cores, read_topology
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,8 @@ class DaemonConfig:
     allowed_cpus: set[int] | None = None
     #: observe only: log what would be set and pinned, change nothing, restore nothing
     dry_run: bool = False
+    #: the Docker engine of ``runtime.container_label`` (None: ``DOCKER_HOST`` or the default socket)
+    docker_host: str | None = None
 
 
 class Daemon:
@@ -114,6 +118,7 @@ class Daemon:
         self.selector = Selector(self.policy.switching, self.policy.default_profile, self.policy.windows)
         self.signals = Signals(self.policy.runtime)
         self.pinner = Pinner(self._match(), self.state)
+        self.containers: ContainerCpus | None = None
         self.slices = SliceCpus(cfg.ctx.runner, cfg.cgroup_root)
         self.placement: Placement | None = None
         self.online_seen: str | None = None
@@ -150,7 +155,19 @@ class Daemon:
     def _match(self) -> RuntimeMatch:
         r = self.policy.runtime
         return RuntimeMatch(unit=r.get("unit"), pidfile=r.get("pidfile"), container=r.get("container"),
-                            name=r.get("name"))
+                            name=r.get("name"), container_label=r.get("container_label"))
+
+    def _containers(self) -> ContainerCpus | None:
+        """The runtime's containers on the Docker engine (``runtime.container_label``), or the recorded ones'
+        cpusets still to restore with the label gone from the policy."""
+        label = self.policy.runtime.get("container_label")
+        if not label and not any(n.startswith("docker.") for n in self.state.originals):
+            return None
+        online = self.cfg.ctx.sysfs.read("devices/system/cpu/online") or format_cpulist(os.sched_getaffinity(0))
+        if self.containers is None or (label and self.containers.label != label):
+            self.containers = ContainerCpus(label or "tierfleet.runtime=none", online.strip(),
+                                            base_url=self.cfg.docker_host)
+        return self.containers
 
     def start(self) -> None:
         """Take the control socket (fails if another daemon answers on it, before anything is
@@ -206,6 +223,9 @@ class Daemon:
             out.update(b.knobs())
         if self.policy.pinning["move_os_slices"] or any(n.startswith("systemd.") for n in self.state.originals):
             out.update(self.slices.knobs())
+        ctrs = self._containers()
+        if ctrs is not None:
+            out.update(ctrs.knobs([n for n in self.state.originals if n.startswith("docker.")]))
         return out
 
     def plan(self, profile: str) -> tuple[list[Any], list[Skipped]]:
@@ -279,6 +299,12 @@ class Daemon:
     def pin_now(self) -> PinReport:
         if not (self.policy.pinning["enabled"] and self.placement and self.placement.inference):
             return self.last_pin
+        ctrs = self._containers() if self.policy.runtime.get("container_label") else None
+        if ctrs is not None:  # the container's cpuset first (the engine's view), then every thread inside it
+            for o in self.applier.apply(ctrs.changes(self.placement.inference), dry_run=self.cfg.dry_run):
+                if o.status not in ("changed", "unchanged", "would-change"):
+                    log.warning("%s: %s %s", o.name, o.status, o.note)
+            self.pinner.match.container_ids = ctrs.ids()
         rep = self.pinner.pin(self.placement.inference, dry_run=self.cfg.dry_run, threads=self.placement.threads)
         self.last_pin = rep
         return rep

@@ -107,6 +107,9 @@ RUNTIME = {s.name: s for s in (
     Setting("container", "a container id (hex)", "find the runtime by its container's cgroup",
             lambda v: _hex(v), type=str),
     Setting("name", "an executable name", "find the runtime by executable name", name, type=str),
+    Setting("container_label", "a docker label key=value",
+            "find the runtime's containers by label on the Docker engine (docker SDK); each gets cpuset_cpus",
+            lambda v: _label(v), type=str),
 )}
 
 PINNING = {s.name: s for s in (
@@ -161,6 +164,12 @@ def _abspath(v: Any) -> str:
 def _hex(v: Any) -> str:
     if not isinstance(v, str) or not re.fullmatch(r"[0-9a-f]{6,64}", v):
         raise ValueError(f"{v!r} is not 6..64 lowercase hex digits")
+    return v
+
+
+def _label(v: Any) -> str:
+    if not isinstance(v, str) or not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,62}=[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}", v):
+        raise ValueError(f"{v!r} is not a label key=value (lower-case key; letters, digits, _.+- in the value)")
     return v
 
 
