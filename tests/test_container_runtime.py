@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -132,6 +134,13 @@ def test_runtime_container_serves_replaces_after_gate_rolls_back(engine, release
     back = rc.rollback()
     assert (back.container, back.replaced) == (first.container, second.container) and health() == 200
     assert rc.running().id == first.container
+
+    # the host's command line (what a deploy runs) sees the same container and changes nothing
+    out = subprocess.run([str(Path(sys.executable).parent / "tierfleet-ops"), "container", "ensure",
+                          "--docker-host", engine.url, "--image", "tierfleet/llama-server:b1-cpu",
+                          "--model-root", str(models), "--model-file", "model.gguf", "--port", str(PORT),
+                          "--threads", "1"], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == {"changed": False, "container": first.container, "replaced": None}
 
 
 def test_daemon_pins_the_container_by_label_and_restores_on_stop(engine, releases, tmp_path):

@@ -86,6 +86,21 @@ def check_label(label: str) -> tuple[str, str]:
     return k, v
 
 
+def check_model_file(name: str) -> str:
+    """The model's file name inside its release: one path component, no dot-dot.
+
+    >>> check_model_file("model.gguf")
+    'model.gguf'
+    >>> check_model_file("../../etc/shadow")
+    Traceback (most recent call last):
+    ...
+    tierfleet_ops.containers.ContainerError: model file '../../etc/shadow': a file name inside the release, no '/'
+    """
+    if not name or "/" in name or "\0" in name or name in (".", "..") or name.startswith("-"):
+        raise ContainerError(f"model file {name!r}: a file name inside the release, no '/'")
+    return name
+
+
 def parse_ldd(text: str) -> list[str]:
     """Absolute library paths from ``ldd`` output (vdso and unresolved names left out).
 
@@ -216,6 +231,7 @@ class RuntimeSpec:
 
     def model_release(self) -> str:
         """The release ``current`` points at now (the container mounts this one)."""
+        check_model_file(self.model_file)
         cur = Path(self.model_root) / "current"
         real = cur.resolve(strict=False)
         if not (real / self.model_file).is_file():

@@ -114,6 +114,10 @@ class Engine:
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
             while self.pid() == pid and time.monotonic() < deadline:
+                try:
+                    os.waitpid(pid, os.WNOHANG)  # reap it when this process started it
+                except ChildProcessError:
+                    pass
                 time.sleep(0.1)
             if self.pid() == pid:
                 os.kill(pid, signal.SIGKILL)
