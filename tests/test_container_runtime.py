@@ -142,6 +142,21 @@ def test_runtime_container_serves_replaces_after_gate_rolls_back(engine, release
                           "--threads", "1"], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == {"changed": False, "container": first.container, "replaced": None}
 
+    # a serving container that stopped (crash, engine restart) is started again as the same spec
+    spec_label = dc.containers.get(first.container).labels["tierfleet.spec"]
+    dc.containers.get(first.container).stop(timeout=5)
+    revived = rc.ensure()
+    assert revived.changed and revived.container != first.container and health() == 200
+    assert dc.containers.get(revived.container).labels["tierfleet.spec"] == spec_label
+    assert first.container not in {c.id for c in rc.containers()}  # its stopped twin is not kept beside it
+
+    # an image that was never imported is named, and nothing is stopped
+    missing = RuntimeContainer(dc, RuntimeSpec(image="tierfleet/llama-server:nope", model_root=str(models),
+                                               model_file="model.gguf", port=PORT, threads=1))
+    with pytest.raises(ContainerError, match="no image tierfleet/llama-server:nope"):
+        missing.ensure()
+    assert rc.running().id == revived.container and health() == 200
+
 
 def test_daemon_pins_the_container_by_label_and_restores_on_stop(engine, releases, tmp_path):
     """The daemon finds the container by label, sets its cpuset through the engine, pins every thread, and
@@ -183,6 +198,7 @@ def test_daemon_pins_the_container_by_label_and_restores_on_stop(engine, release
     rep = d.pin_now()
     want = str(d.placement.inference[0]) if len(d.placement.inference) == 1 else None
     assert want is not None and server in rep.pids
+    assert d.status()["pinning"]["containers"] == [ctr.id]
     ctr.reload()
     assert ctr.attrs["HostConfig"]["CpusetCpus"] == want
     name = f"docker.{ctr.id[:12]}.cpuset_cpus"

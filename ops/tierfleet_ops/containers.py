@@ -282,9 +282,9 @@ class RuntimeContainer:
         """Wait for ``/health`` to answer 200; raise when the container exits or time runs out."""
         deadline = time.monotonic() + self.gate_timeout
         while True:
-            if self.health():
+            ctr.reload()  # first: an answer from another process on the port must not pass the gate
+            if ctr.status == "running" and self.health():
                 return
-            ctr.reload()
             if ctr.status not in ("created", "running"):
                 tail = ctr.logs(tail=5).decode(errors="replace").strip().replace("\n", " | ")
                 raise ContainerError(f"{ctr.name}: exited ({ctr.attrs['State'].get('ExitCode')}) before /health "
@@ -310,14 +310,22 @@ class RuntimeContainer:
         """Make the serving container match the spec; nothing happens when it already does and is healthy."""
         import docker
 
-        image = self.dc.images.get(self.spec.image)
         release = self.spec.model_release()
+        try:
+            image = self.dc.images.get(self.spec.image)
+        except docker.errors.ImageNotFound:
+            raise ContainerError(f"no image {self.spec.image} on this engine: tierfleet-ops container image "
+                                 "<runtime release> first") from None
         digest = self.spec.digest(image.id, release)
         old = self.running()
-        if old is not None and old.labels.get(LABEL_SPEC) == digest and self.health():
-            return EnsureResult(False, old.id)
-        for c in self.containers():  # a leftover with this name (an earlier failed gate, a stopped twin)
-            if c.name == f"{self.spec.name}-{digest[:12]}" and c is not old:
+        if old is not None and old.labels.get(LABEL_SPEC) == digest:
+            if self.health():
+                return EnsureResult(False, old.id)
+            old.restart(timeout=10)  # the same container, not answering: restarted behind the gate
+            self.gate(old)
+            return EnsureResult(True, old.id)
+        for c in self.containers():  # a stopped twin of the new one (an earlier spec come back) is re-created
+            if c.name == f"{self.spec.name}-{digest[:12]}" and c.id != getattr(old, "id", None):
                 c.remove(force=True)
         if old is not None:
             old.stop(timeout=10)
@@ -361,6 +369,16 @@ class RuntimeContainer:
         return EnsureResult(True, prev.id, getattr(cur, "id", None))
 
 
+def _engine_errors() -> tuple[type[BaseException], ...]:
+    """What a call to the engine raises when the engine, the container or the SDK is not there."""
+    try:
+        import docker
+        import requests
+    except ImportError:
+        return (UnavailableError,)
+    return (UnavailableError, docker.errors.DockerException, requests.exceptions.RequestException)
+
+
 class ContainerCpus:
     """The runtime's containers (by label) and their ``CpusetCpus`` as knobs ``docker.<id12>.cpuset_cpus``.
 
@@ -374,6 +392,12 @@ class ContainerCpus:
         self.online = online
         self.base_url = base_url
         self._client: Any = None
+        self._warned: str | None = None
+
+    def _warn(self, exc: Exception) -> None:
+        if str(exc) != self._warned:  # once per problem, not every pinning pass
+            self._warned = str(exc)
+            log.warning("container_label %s: %s", self.label, exc)
 
     def _dc(self) -> Any:
         if self._client is None:
@@ -387,18 +411,16 @@ class ContainerCpus:
         return set(parse_cpulist(value or self.online))
 
     def _knob(self, cid: str) -> Knob:
-        import docker
-
         def read() -> str | None:
             try:
                 return self._dc().containers.get(cid).attrs["HostConfig"].get("CpusetCpus") or ""
-            except (docker.errors.NotFound, UnavailableError):
+            except _engine_errors():
                 return None
 
         def write(value: str) -> None:
             try:
                 self._dc().containers.get(cid).update(cpuset_cpus=format_cpulist(self._cpus(value)))
-            except docker.errors.DockerException as exc:
+            except _engine_errors() as exc:
                 raise UnavailableError(f"container {cid[:12]}: update cpuset_cpus: {exc}") from exc
 
         return Knob(f"docker.{cid[:12]}.cpuset_cpus", "docker", f"container {cid[:12]} CpusetCpus", read, write,
@@ -409,9 +431,10 @@ class ContainerCpus:
         try:
             ids = {c.id for c in self.containers()}
             known = {c.id[:12]: c.id for c in self._dc().containers.list(all=True)}
-        except UnavailableError as exc:
-            log.warning("%s", exc)
+        except _engine_errors() as exc:
+            self._warn(exc)
             return {}
+        self._warned = None
         ids |= {known[n.split(".")[1]] for n in recorded if n.startswith("docker.") and n.split(".")[1] in known}
         return {k.name: k for k in (self._knob(i) for i in sorted(ids))}
 
@@ -421,5 +444,6 @@ class ContainerCpus:
     def ids(self) -> list[str]:
         try:
             return sorted(c.id for c in self.containers())
-        except UnavailableError:
+        except _engine_errors() as exc:
+            self._warn(exc)
             return []

@@ -509,6 +509,7 @@ class Daemon:
                 "placement": self.placement.as_dict() if self.placement else None,
                 "pinning": {"pids": self.last_pin.pids, "threads": self.last_pin.threads,
                             "pinned_total": self.pinner.pinned_total,
+                            "containers": list(self.pinner.match.container_ids),
                             "thread_mismatch": {str(k): v for k, v in self.last_pin.thread_mismatch.items()}},
                 "switches": self.selector.switches, "reapplied_total": self.reapplied_total,
                 "other_power_managers": self.other_managers, "ticks": self.ticks,
