@@ -212,7 +212,20 @@ def test_daemon_pins_the_container_by_label_and_restores_on_stop(engine, release
     assert set(map(int, _cpulist(ctr.attrs["HostConfig"]["CpusetCpus"]))) == set(
         _cpulist(Path("/sys/devices/system/cpu/online").read_text().strip()))
     assert json.loads((tmp_path / "s.json").read_text())["originals"] == []
+
+    # a container removed while pinned: its recorded original goes with it at the next pass
+    d2 = Daemon(DaemonConfig(policy_path=str(pol), state_path=str(tmp_path / "s2.json"), socket_path=None,
+                             metrics_port=None, backends=["cpufreq"], ctx=HostContext(sysfs=Sysfs(sysroot)),
+                             allowed_cpus=set(cpus), docker_host=engine.url))
+    d2.start()
+    d2.pin_now()
+    online = ctr.attrs["HostConfig"]["CpusetCpus"]  # what the first daemon put back
+    assert json.loads((tmp_path / "s2.json").read_text())["originals"] == [[name, online]]
     ctr.remove(force=True)
+    d2.pin_now()
+    assert json.loads((tmp_path / "s2.json").read_text())["originals"] == []
+    assert d2.status()["pinning"]["containers"] == []
+    d2.stop()
 
 
 def _cpulist(text: str) -> list[int]:

@@ -441,6 +441,16 @@ class ContainerCpus:
     def changes(self, cpus: list[int]) -> list[Change]:
         return [Change(k, format_cpulist(cpus)) for k in self.knobs().values()]
 
+    def gone(self, recorded: list[str]) -> list[str]:
+        """Recorded knob names whose container the engine no longer has (its cpuset went with it); none when
+        the engine does not answer."""
+        try:
+            known = {c.id[:12] for c in self._dc().containers.list(all=True)}
+        except _engine_errors() as exc:
+            self._warn(exc)
+            return []
+        return [n for n in recorded if n.startswith("docker.") and n.split(".")[1] not in known]
+
     def ids(self) -> list[str]:
         try:
             return sorted(c.id for c in self.containers())

@@ -305,6 +305,9 @@ class Daemon:
                 if o.status not in ("changed", "unchanged", "would-change"):
                     log.warning("%s: %s %s", o.name, o.status, o.note)
             self.pinner.match.container_ids = ctrs.ids()
+            for name in ctrs.gone(list(self.state.originals)):
+                log.info("%s: the container is gone, its original cpuset with it", name)
+                self.state.forget(name)
         rep = self.pinner.pin(self.placement.inference, dry_run=self.cfg.dry_run, threads=self.placement.threads)
         self.last_pin = rep
         return rep
