@@ -27,6 +27,8 @@ Writing is built so the file stays readable whatever happens:
 - **Safe paths.** The file is opened with ``O_NOFOLLOW`` (a symlink planted in its place is
   refused, not followed) and must be a regular file; the directory is created ``0700`` when
   missing, and one that is a symlink, or writable by group or others, is refused.
+- **Moved away.** A file renamed or deleted behind the daemon's back (by hand, by logrotate) is
+  noticed at the next record, which starts a new file at the path.
 - **Never fatal.** Any ``OSError`` (a full disk, a read-only filesystem, a refused path) drops
   the record, is logged once until a record is written again, and is shown in ``status``; the
   next record tries again.
@@ -195,7 +197,19 @@ class EnergyRecorder:
         self.rotations += 1
         log.info("energy records rotated", extra={"fields": {"old": self.old_path}})
 
+    def _replaced(self, fd: int) -> bool:
+        """True when the path no longer names the open file (moved away, deleted, replaced)."""
+        assert self.path is not None
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return True
+        fst = os.fstat(fd)
+        return (st.st_dev, st.st_ino) != (fst.st_dev, fst.st_ino)
+
     def _append(self, line: bytes) -> None:
+        if self._fd is not None and self._replaced(self._fd):
+            self.close()
         if self._fd is None:
             self._fd = self._open()
         size = os.fstat(self._fd).st_size
