@@ -243,8 +243,9 @@ class Daemon:
                              extra={"fields": {"profile": profile, "reason": reason}})
         elif not dry_run:
             self.last_outcomes, self.last_skipped = outcomes, skipped
-            if profile != self._recorded_profile and self.policy.records["enabled"]:
-                self.recorder.switch(self._recorded_profile, profile, reason)
+            if profile != self._recorded_profile:
+                if self.policy.records["enabled"]:
+                    self.recorder.switch(self._recorded_profile, profile, reason)
                 self._recorded_profile = profile
                 self._next_record = float("-inf")  # a sample on the next tick opens the new profile's time
             for b in self.backends:

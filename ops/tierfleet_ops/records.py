@@ -46,6 +46,7 @@ import logging
 import math
 import os
 import stat
+import threading
 import time
 from typing import Any
 
@@ -108,6 +109,8 @@ class EnergyRecorder:
         #: why the last record was dropped; None once one is written again
         self.error: str | None = None
         self._fd: int | None = None
+        #: the tick and the control threads (a held profile) both write; one record at a time
+        self._lock = threading.Lock()
         #: the file may end in a torn line: start the next record on a line of its own
         self._torn = False
 
@@ -128,6 +131,10 @@ class EnergyRecorder:
                 "error": self.error}
 
     def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             try:
@@ -139,11 +146,15 @@ class EnergyRecorder:
         """Append one record; False (and logged once per spell of failures) when it was dropped."""
         if self.path is None:
             return False
+        with self._lock:
+            return self._write(record)
+
+    def _write(self, record: dict[str, Any]) -> bool:
         try:
             self._append(encode(record))
         except (OSError, ValueError) as exc:
             self.dropped += 1
-            self.close()  # reopen next time: the file may have been replaced, the disk mended
+            self._close()  # reopen next time: the file may have been replaced, the disk mended
             why = f"{self.path}: {exc.strerror or exc}" if isinstance(exc, OSError) else f"{self.path}: {exc}"
             if self.error is None:
                 log.error("energy records: %s; records are dropped until writing works again", why)
@@ -192,7 +203,7 @@ class EnergyRecorder:
 
     def _rotate(self) -> None:
         assert self.path is not None and self.old_path is not None
-        self.close()
+        self._close()
         os.replace(self.path, self.old_path)
         self.rotations += 1
         log.info("energy records rotated", extra={"fields": {"old": self.old_path}})
@@ -209,7 +220,7 @@ class EnergyRecorder:
 
     def _append(self, line: bytes) -> None:
         if self._fd is not None and self._replaced(self._fd):
-            self.close()
+            self._close()
         if self._fd is None:
             self._fd = self._open()
         size = os.fstat(self._fd).st_size

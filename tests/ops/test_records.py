@@ -68,6 +68,29 @@ def test_rotation_keeps_one_old_file_and_every_line_whole(tmp_path):
     assert energies == [float(i) for i in range(60 - len(energies), 60)]
 
 
+def test_two_threads_writing_at_once_leave_whole_lines(tmp_path):
+    """The tick and a control request (a held profile) may write at the same moment, across rotations."""
+    import threading
+
+    path = tmp_path / "energy.jsonl"
+    rec = EnergyRecorder(path, max_bytes=4096)
+    start = threading.Barrier(2)
+
+    def writer(profile):
+        start.wait()
+        for i in range(300):
+            rec.sample(profile, dict(READINGS, gpu_energy_j=float(i)), None)
+
+    threads = [threading.Thread(target=writer, args=(p,)) for p in ("eco", "performance")]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert rec.written == 600 and rec.dropped == 0 and rec.rotations > 10
+    got = records(tmp_path / "energy.jsonl.1") + records(path)  # every line parses
+    for profile in ("eco", "performance"):  # each writer's records in its own order
+        mine = [r["energy_j"]["gpu"] for r in got if r["profile"] == profile]
+        assert mine == sorted(mine) and mine[-1] == 299.0
+
+
 def test_a_torn_last_line_stays_one_garbled_line(tmp_path):
     path = tmp_path / "energy.jsonl"
     good = json.dumps({"t": 1, "profile": "eco"})
