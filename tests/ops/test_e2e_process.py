@@ -412,6 +412,8 @@ def test_records_survive_a_full_and_a_read_only_disk(env):
         _remount(state, "ro")
         wait_for(lambda: "Read-only file system" in (request(sock, {"cmd": "status"})["records"]["error"] or ""),
                  "a refused record")
+        out = cli("status", "--socket", sock).stdout
+        assert f"warning:  energy records are dropped: {path}: Read-only file system" in out, out
         st = request(sock, {"cmd": "status"})
         assert daemon.poll() is None and st["ticks"] > ticks and st["records"]["dropped"] >= 2
         _remount(state, "rw")
