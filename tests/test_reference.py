@@ -42,8 +42,16 @@ def test_policy_page_lists_every_setting_of_every_table():
     assert set(policy.TOP) <= keys
     for backend, table in policy.backend_tables().items():
         assert {f"profiles.<name>.{backend}.{s}" for s in table} <= keys
-    for section, table in (("switching", policy.SWITCHING), ("runtime", policy.RUNTIME), ("pinning", policy.PINNING)):
+    sections = {"switching": policy.SWITCHING, "runtime": policy.RUNTIME, "pinning": policy.PINNING,
+                "records": policy.RECORDS}
+    for section, table in sections.items():
         assert {f"{section}.{s}" for s in table} <= keys
+    # a section table added to the policy later fails here until the page lists it
+    from tierfleet_ops.settings import Setting
+
+    tables = {name for name, v in vars(policy).items() if name.isupper() and isinstance(v, dict) and v
+              and all(isinstance(x, Setting) for x in v.values())}
+    assert tables == {"TOP", *(name.upper() for name in sections)}, tables
     assert {f"windows[].{k}" for k in policy.WINDOW_KEYS} <= keys
 
 
