@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -87,7 +88,7 @@ def seed_first(h) -> None:
 
 # --- refused arguments ---------------------------------------------------------------------------
 
-BAD_ROOTS = ["relative/path", "", "/", "//", "/srv/x\nrm -rf /", "/srv/../etc", None, 7]
+BAD_ROOTS = ["relative/path", "", "/", "//", "/srv/x\nrm -rf /", "/srv/x\0y", "/srv/../etc", None, 7]
 
 
 @pytest.mark.parametrize("bad", BAD_ROOTS, ids=repr)
@@ -175,6 +176,23 @@ def test_env_file_is_written_literally_with_the_release_directory(tmp_path, stor
         "EXTRA=$(touch pwned) `touch pwned2`; x\n"
         f"LLAMA_MODEL={root}/releases/tiny-1/tiny.gguf\n")
     assert not list(tmp_path.rglob("pwned*"))
+
+
+def test_a_tarball_is_unpacked_only_when_asked(tmp_path):
+    src = tmp_path / "src"
+    (src / "bin").mkdir(parents=True)
+    (src / "bin" / "llama-server").write_text("#!/bin/sh\n")
+    subprocess.run(["tar", "-cf", str(tmp_path / "rt.tar"), "-C", str(src), "bin"], check=True)
+    m = publish(tmp_path / "store", [tmp_path / "rt.tar"], kind="runtime", name="rt", version="1")
+    source = str(tmp_path / "store" / "rt" / "1")
+    root = tmp_path / "host"
+    assert not run_local(release.artifact, root=str(root), release="kept", manifest=m, source=source).failed
+    assert sorted(p.name for p in (root / "releases" / "kept").iterdir()) == ["manifest.json", "rt.tar"]
+    res = run_local(release.artifact, root=str(root), release="unpacked", manifest=m, source=source, unpack=True)
+    assert not res.failed, res.stderr
+    # unpacked beside the tarball, which stays so the release still matches its manifest
+    assert (root / "releases" / "unpacked" / "bin" / "llama-server").read_text() == "#!/bin/sh\n"
+    assert (root / "releases" / "unpacked" / "rt.tar").is_file()
 
 
 # --- rollback: which release it goes back to ------------------------------------------------------
