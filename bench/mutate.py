@@ -97,6 +97,18 @@ EXTRA: dict[str, Target] = {t.name: t for t in (
 
 #: surviving mutants judged equivalent (no input can tell them from the original): id -> why
 EQUIVALENT: dict[str, str] = {
+    # sysfs.is_writable: the absolute-path test is defence in depth. Every pattern begins with a literal
+    # "devices/" or "class/" and is matched with fullmatch, so no string starting with "/" can pass them.
+    "7f4df09748": "startswith('/') -> endswith('/'): no pattern matches a leading '/', and none a trailing one",
+    "cfad66c4e6": "absolute-path test dropped: no pattern can match a string that starts with '/'",
+    "e9fca90f59": "startswith('/') -> startswith('XX/XX'): no pattern can match a string that starts with '/'",
+    "89d0ad26ae": "str.split -> str.rsplit without maxsplit: the same list",
+    # sysfs.Sysfs.read: the last statement of the except block; falling off the end also returns None
+    "2c8712501a": "'return None' deleted at the end of the function: the implicit return is None",
+    # selector.by_load: range(i + 1, ...) -> range(i, ...) adds the current level to the 'higher' candidates;
+    # it qualifies only when load >= up[current], where (down < up, checked by parse_policy) the down rule
+    # cannot fire either, so the current level is returned both ways; order[0] never has an 'up'
+    "2262a43867": "the current level among the 'higher' ones: returned only when it would be kept anyway",
 }
 
 
@@ -576,7 +588,8 @@ class Runner:
             raise SystemExit(f"{mod} resolves to {got}, not to the copy under {self.root}")
 
 
-def run_target(target: Target, sample: int | None, seed: int, runner: Runner, verbose: bool) -> dict:
+def run_target(target: Target, sample: int | None, seed: int, runner: Runner, verbose: bool,
+               only: list[str] | None = None) -> dict:
     root = runner.root
     source = (root / target.path).read_text()
     cands = mutants(target, source)
@@ -584,6 +597,8 @@ def run_target(target: Target, sample: int | None, seed: int, runner: Runner, ve
         sample = None
     chosen = cands if sample is None or sample >= len(cands) else sorted(
         random.Random(f"{seed}:{target.name}").sample(cands, sample), key=lambda m: (m.start, m.end))
+    if only:
+        chosen = [m for m in cands if m.id in only]
     tests = test_targets(target, root)
     print(f"\n== {target.name}: {target.path}, {len(cands)} candidates, trying {len(chosen)}"
           f"{'' if sample is None else f' (seed {seed})'}\n   tests: {' '.join(tests)}", flush=True)
@@ -595,16 +610,19 @@ def run_target(target: Target, sample: int | None, seed: int, runner: Runner, ve
     print(f"   baseline: {base.detail} ({base.seconds:.1f} s); limit per mutant {limit:.0f} s", flush=True)
     dest = root / target.path
     survivors: list[Mutant] = []
+    timeouts: list[Mutant] = []
     try:
         for i, m in enumerate(chosen, 1):
             dest.write_text(m.apply(source))
             res = runner.run(tests, limit)
             if not res.killed:
                 survivors.append(m)
+            elif res.detail == "timeout":
+                timeouts.append(m)
             if verbose or not res.killed:
-                state = "killed " if res.killed else "SURVIVED"
-                print(f"   [{i:>3}/{len(chosen)}] {state} {Path(m.path).name}:{m.line} [{m.id}] {m.kind}: "
-                      f"{m.describe()}",
+                state = ("timeout" if res.detail == "timeout" else "killed ") if res.killed else "SURVIVED"
+                print(f"   [{i:>3}/{len(chosen)}] {state} {res.seconds:5.1f} s {Path(m.path).name}:{m.line} "
+                      f"[{m.id}] {m.kind}: {m.describe()}",
                       flush=True)
     finally:
         dest.write_text(source)
@@ -612,7 +630,9 @@ def run_target(target: Target, sample: int | None, seed: int, runner: Runner, ve
     killed = len(chosen) - len(survivors)
     result = {"name": target.name, "tried": len(chosen), "killed": killed, "equivalent": len(equivalent),
               "candidates": len(cands)}
-    print(f"   score: {killed}/{len(chosen)} = {_pct(killed, len(chosen))}", end="")
+    print(f"   score: {killed}/{len(chosen)} = {_pct(killed, len(chosen))}"
+          + (f" ({len(timeouts)} killed by the time limit: {', '.join(m.id for m in timeouts)})"
+             if timeouts else ""), end="")
     if equivalent:
         print(f"; without {len(equivalent)} equivalent: {killed}/{len(chosen) - len(equivalent)} = "
               f"{_pct(killed, len(chosen) - len(equivalent))}", end="")
@@ -650,6 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1, help="sampling seed (default 1)")
     ap.add_argument("--list", action="store_true", help="list the candidates and stop")
     ap.add_argument("--show", metavar="ID", help="print one mutant as a diff and stop")
+    ap.add_argument("--only", metavar="ID", action="append", help="try only this mutant (repeatable)")
     ap.add_argument("--base", metavar="REV", help="test the files of a git revision instead of the working tree")
     ap.add_argument("--no-fork", action="store_true", help="start a new interpreter for every test run")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every mutant, not only survivors")
@@ -675,7 +696,13 @@ def main(argv: list[str] | None = None) -> int:
         make_copy(root, args.base)
         runner = Runner(root, fork=not args.no_fork)
         for t in targets:
-            results.append(run_target(t, None if args.all else args.sample, args.seed, runner, args.verbose))
+            results.append(run_target(t, None if args.all else args.sample, args.seed, runner,
+                                      args.verbose or bool(args.only), args.only))
+        if not args.module and not args.only:  # a full run: equivalent ids whose line changed must be judged again
+            known = {m.id for t in TARGETS.values() for m in mutants(t, (root / t.path).read_text())}
+            stale = sorted(set(EQUIVALENT) - known)
+            if stale:
+                print(f"\nequivalent ids no longer produced (their line changed; judge again): {', '.join(stale)}")
     print(f"\n{'module':<18} {'tried':>5} {'killed':>6} {'score':>6} {'w/o equivalent':>15}")
     for r in results:
         adj = _pct(r["killed"], r["tried"] - r["equivalent"]) if r["equivalent"] else ""

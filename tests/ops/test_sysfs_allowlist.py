@@ -7,15 +7,18 @@ refused path exists in the tree (where it can), so a write that got through woul
 
 Writes go to real files: a tree under a temporary root, and real kernel refusals where mounts are allowed (a
 read-only sysfs attribute and a sysfs file that rejects the value, bind-mounted onto an allowlisted path; a
-read-only bind mount).
+read-only bind mount; /dev/full), each in a child process with a private mount namespace.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -195,23 +198,45 @@ def test_refusal_on_the_real_sysfs_is_unavailable():
         sysfs.write(f"{CPUFREQ}/policy0/scaling_governor", "performance")
 
 
-@pytest.fixture
-def bind(tmp_path):
-    """``bind(src, dst, ro=False)`` bind-mounts ``src`` onto ``dst`` for the test (skipped without mount rights)."""
-    mounted: list[Path] = []
+#: run in a child inside its own mount namespace: writes through Sysfs, reports errors and descriptor counts
+WRITER = """
+import json, os, sys
+from tierfleet_ops.errors import NotAllowedError, UnavailableError
+from tierfleet_ops.sysfs import Sysfs
+a = json.loads(sys.argv[1])
+fds = len(os.listdir("/proc/self/fd"))
+errors = []
+for _ in range(a["times"]):
+    try:
+        Sysfs(a["root"]).write(a["rel"], a["value"])
+        errors.append(None)
+    except Exception as exc:
+        errors.append({"unavailable": isinstance(exc, UnavailableError), "not_allowed": isinstance(exc, NotAllowedError),
+                       "message": str(exc), "cause_errno": getattr(exc.__cause__, "errno", None)})
+after = len(os.listdir("/proc/self/fd"))
+content = open(os.path.join(a["root"], a["rel"])).read() if a["read_back"] else None
+print(json.dumps({"errors": errors, "leaked": after - fds, "content": content}))
+"""
 
-    def do(src: str, dst: Path, ro: bool = False) -> Path:
-        res = subprocess.run(["mount", "--bind", src, str(dst)], capture_output=True, text=True)
-        if res.returncode != 0:
-            pytest.skip(f"cannot bind-mount here: {res.stderr.strip()}")
-        mounted.append(dst)
-        if ro:
-            subprocess.run(["mount", "-o", "remount,ro,bind", str(dst)], check=True)
-        return dst
 
-    yield do
-    for dst in reversed(mounted):
-        subprocess.run(["umount", str(dst)], check=True)
+def write_under_mounts(root: Path, binds: list[tuple[str, Path, bool]], rel: str, value: str, times: int = 1,
+                       read_back: bool = True) -> dict:
+    """Write ``value`` to ``rel`` ``times`` times with ``binds`` (src, dst, read-only) mounted.
+
+    The mounts exist only in a private mount namespace of a child process (``unshare -m``), so nothing is
+    left mounted even when the test is killed; skipped where mounts are not allowed.
+    """
+    q = shlex.quote
+    mounts = [f"mount --bind {q(src)} {q(str(dst))}" + (f" && mount -o remount,ro,bind {q(str(dst))}" if ro else "")
+              for src, dst, ro in binds]
+    args = json.dumps({"root": str(root), "rel": rel, "value": value, "times": times, "read_back": read_back})
+    script = f"{{ {' && '.join(mounts)}; }} || exit 97; exec {q(sys.executable)} -c {q(WRITER)} {q(args)}"
+    res = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                         capture_output=True, text=True, timeout=120)
+    if res.returncode == 97 or (res.returncode and res.stderr.startswith("unshare:")):
+        pytest.skip(f"cannot mount in a private namespace here: {res.stderr.strip()}")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
 
 
 def _sys_file(path: str) -> str:
@@ -220,47 +245,47 @@ def _sys_file(path: str) -> str:
     return path
 
 
-def test_kernel_refuses_a_read_only_attribute(tmp_path, bind):
+def test_kernel_refuses_a_read_only_attribute(tmp_path):
     # a read-only sysfs attribute where an allowlisted knob should be: open(2) fails with EACCES, even as root
     src = _sys_file("/sys/devices/system/cpu/kernel_max")
-    before = Path(src).read_text()
-    dst = bind(src, put(tmp_path, f"{CPUFREQ}/policy0/scaling_max_freq", ""))
-    with pytest.raises(UnavailableError, match="refused: Permission denied") as info:
-        tree_sysfs(tmp_path).write(f"{CPUFREQ}/policy0/scaling_max_freq", "1000")
-    assert isinstance(info.value.__cause__, PermissionError)
-    assert dst.read_text() == before
+    rel = f"{CPUFREQ}/policy0/scaling_max_freq"
+    out = write_under_mounts(tmp_path, [(src, put(tmp_path, rel, ""), False)], rel, "1000")
+    [err] = out["errors"]
+    assert (err["unavailable"], err["not_allowed"], err["cause_errno"]) == (True, False, errno.EACCES)
+    assert err["message"] == f"{tmp_path / rel}: write '1000' refused: Permission denied"
+    assert out["content"] == Path(src).read_text()
 
 
-def test_kernel_refuses_a_value(tmp_path, bind):
+def test_kernel_refuses_a_value_and_no_descriptor_leaks(tmp_path):
     # a sysfs file that rejects the value in write(2) with EINVAL, as scaling_governor does for an unknown one
     src = _sys_file("/sys/kernel/mm/transparent_hugepage/enabled")
     before = Path(src).read_text()
-    bind(src, put(tmp_path, f"{CPUFREQ}/policy0/scaling_governor", ""))
-    fds = open_fds()
-    for _ in range(20):
-        with pytest.raises(UnavailableError, match="write 'no-such-governor' refused: Invalid argument") as info:
-            tree_sysfs(tmp_path).write(f"{CPUFREQ}/policy0/scaling_governor", "no-such-governor")
-        assert info.value.__cause__.errno == errno.EINVAL
-    assert open_fds() == fds, "a refused write leaked its file descriptor"
-    assert Path(src).read_text() == before
+    rel = f"{CPUFREQ}/policy0/scaling_governor"
+    out = write_under_mounts(tmp_path, [(src, put(tmp_path, rel, ""), False)], rel, "no-such-governor", times=20)
+    assert {(e["unavailable"], e["not_allowed"], e["cause_errno"]) for e in out["errors"]} == {
+        (True, False, errno.EINVAL)}
+    assert out["errors"][0]["message"].endswith("write 'no-such-governor' refused: Invalid argument")
+    assert out["leaked"] == 0, "a refused write leaked its file descriptor"
+    assert out["content"] == before == Path(src).read_text()
 
 
-def test_read_only_filesystem_is_unavailable(tmp_path, bind):
-    f = put(tmp_path, "devices/system/cpu/intel_pstate/no_turbo", "0\n")
-    bind(str(f), f, ro=True)
-    with pytest.raises(UnavailableError, match="Read-only file system"):
-        tree_sysfs(tmp_path).write("devices/system/cpu/intel_pstate/no_turbo", "1")
-    assert f.read_text() == "0\n"
+def test_read_only_filesystem_is_unavailable(tmp_path):
+    rel = "devices/system/cpu/intel_pstate/no_turbo"
+    f = put(tmp_path, rel, "0\n")
+    out = write_under_mounts(tmp_path, [(str(f), f, True)], rel, "1")
+    [err] = out["errors"]
+    assert (err["unavailable"], err["cause_errno"]) == (True, errno.EROFS)
+    assert err["message"].endswith("refused: Read-only file system")
+    assert out["content"] == f.read_text() == "0\n"
 
 
-def test_a_full_device_is_unavailable_and_leaks_nothing(tmp_path, bind):
-    # open(2) succeeds, write(2) fails: the descriptor must still be closed
-    bind("/dev/full", put(tmp_path, "class/devfreq/gpu/max_freq", ""))
-    fds = open_fds()
-    for _ in range(20):
-        with pytest.raises(UnavailableError, match="No space left on device"):
-            tree_sysfs(tmp_path).write("class/devfreq/gpu/max_freq", "1300500000")
-    assert open_fds() == fds
+def test_a_write_that_fails_after_open_leaks_nothing(tmp_path):
+    # open(2) succeeds, write(2) fails with ENOSPC: the descriptor must still be closed
+    rel = "class/devfreq/gpu/max_freq"
+    out = write_under_mounts(tmp_path, [("/dev/full", put(tmp_path, rel, ""), False)], rel, "1300500000",
+                             times=20, read_back=False)
+    assert {(e["unavailable"], e["cause_errno"]) for e in out["errors"]} == {(True, errno.ENOSPC)}
+    assert out["leaked"] == 0
 
 
 def test_many_writes_leak_no_file_descriptors(tmp_path):
