@@ -10,9 +10,12 @@ operations do on the way.
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,6 +107,13 @@ def test_an_invalid_root_is_refused_before_anything_runs(tmp_path, monkeypatch, 
     assert tree(tmp_path) == before
 
 
+@pytest.mark.parametrize("good, normal", [("/X", "/X"), ("/srv/tierfleet/model/", "/srv/tierfleet/model"),
+                                          ("//srv//x", "//srv/x"), ("/srv/x y/it's", "/srv/x y/it's"),
+                                          ("/srv/..x/x..", "/srv/..x/x..")])
+def test_any_other_absolute_root_is_accepted(good, normal):
+    assert release.check_root(good) == normal
+
+
 @pytest.mark.parametrize("bad", ["", "../x", "a/b", ".hidden", "x y", "-rf", "a" * 129, None])
 def test_an_invalid_release_id_is_refused(host, bad):
     host.link("current", "seed")
@@ -193,6 +203,44 @@ def test_a_tarball_is_unpacked_only_when_asked(tmp_path):
     # unpacked beside the tarball, which stays so the release still matches its manifest
     assert (root / "releases" / "unpacked" / "bin" / "llama-server").read_text() == "#!/bin/sh\n"
     assert (root / "releases" / "unpacked" / "rt.tar").is_file()
+
+
+#: installs an artifact on a 256 KiB tmpfs mounted in the child's own mount namespace; prints what happened
+SMALL_DISK = """
+import json, os, sys
+from tests.operations.harness import run_local
+from tierfleet.artifacts.manifest import manifest_from_dict
+from tierfleet.operations import release
+mnt, source, manifest = sys.argv[1], sys.argv[2], manifest_from_dict(json.loads(sys.argv[3]))
+res = run_local(release.artifact, root=mnt + "/host", release="rt-1", manifest=manifest, source=source, unpack=True)
+files = sorted(os.path.relpath(os.path.join(d, f), mnt) for d, _, fs in os.walk(mnt) for f in fs)
+print(json.dumps({"failed": res.failed, "stderr": res.stderr, "files": files}))
+"""
+
+
+def test_only_tarballs_count_twice_in_the_space_needed(tmp_path):
+    # a runtime with a 10 KiB tarball and a 150 KiB file fits a 256 KiB disk: 150 + 10 + 10 (unpacked) KiB
+    src = tmp_path / "src"
+    (src / "bin").mkdir(parents=True)
+    (src / "bin" / "llama-server").write_bytes(os.urandom(8 * 1024))
+    subprocess.run(["tar", "-cf", str(tmp_path / "rt.tar"), "-C", str(src), "bin"], check=True)
+    (tmp_path / "ggml.bin").write_bytes(os.urandom(150 * 1024))
+    m = publish(tmp_path / "store", [tmp_path / "rt.tar", tmp_path / "ggml.bin"], kind="runtime", name="rt",
+                version="1")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    q = shlex.quote
+    script = (f"mount -t tmpfs -o size=256k tmpfs {q(str(mnt))} || exit 97; exec {q(sys.executable)} -c "
+              f"{q(SMALL_DISK)} {q(str(mnt))} {q(str(tmp_path / 'store' / 'rt' / '1'))} {q(m.to_json())}")
+    res = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True,
+                         text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
+    if res.returncode == 97 or (res.returncode and res.stderr.startswith("unshare:")):
+        pytest.skip(f"cannot mount in a private namespace here: {res.stderr.strip()}")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert not out["failed"], out["stderr"]
+    assert "host/releases/rt-1/bin/llama-server" in out["files"]
+    assert "host/releases/rt-1/ggml.bin" in out["files"]
 
 
 # --- rollback: which release it goes back to ------------------------------------------------------
