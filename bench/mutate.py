@@ -72,7 +72,7 @@ def _doctest(module: str) -> str:
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("sysfs-allowlist", "ops/tierfleet_ops/sysfs.py",
            ("tests/ops/test_sysfs*.py", "tests/ops/test_cpufreq.py", _doctest("tierfleet_ops.sysfs")),
-           scope=("WRITABLE", "is_writable", "Sysfs"), exhaustive=True),
+           scope=("WRITABLE", "SYSFS_MAGIC", "fs_magic", "is_writable", "Sysfs"), exhaustive=True),
     Target("selector", "ops/tierfleet_ops/selector.py",
            ("tests/ops/test_selector*.py", "tests/ops/test_policy.py", _doctest("tierfleet_ops.selector"))),
     Target("topology", "ops/tierfleet_ops/topology.py",
@@ -93,6 +93,8 @@ EXTRA: dict[str, Target] = {t.name: t for t in (
            ("tests/facts/test_fact_specs.py", "tests/facts/test_cpu*.py", "tierfleet/facts/cpu.py")),
     Target("nvidia-facts", "tierfleet/facts/nvidia.py",
            ("tests/facts/test_fact_specs.py", "tests/facts/test_nvidia*.py", "tierfleet/facts/nvidia.py")),
+    Target("rules", "tierfleet/rules.py",
+           ("tests/test_inventory_validation.py", "tests/operations/test_release_choices.py", "tierfleet/rules.py")),
 )}
 
 #: surviving mutants judged equivalent (no input can tell them from the original): id -> why

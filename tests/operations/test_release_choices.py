@@ -119,7 +119,7 @@ def test_an_invalid_release_id_is_refused(host, bad):
     if bad is not None:  # to=None means "no explicit target"
         cases.append((release.rollback, {"release": "seed", "to": bad}))
     for op, kw in cases:
-        with pytest.raises(OperationValueError, match=r"release: .* is not allowed"):
+        with pytest.raises(OperationValueError, match=r"(release|to): .* is not allowed"):
             run_local(op, root=host.r, **kw)
     assert tree(host.path) == before
 
@@ -133,7 +133,7 @@ def test_a_release_id_with_a_trailing_newline_is_refused(host):
 
 @pytest.mark.xfail(strict=True, reason="rollback checks 'to' only when current is the release to leave")
 def test_an_invalid_rollback_target_is_refused_even_when_there_is_nothing_to_roll_back(host):
-    with pytest.raises(OperationValueError, match=r"release: .* is not allowed"):
+    with pytest.raises(OperationValueError, match=r"to: '../../etc' is not allowed"):
         run_local(release.rollback, root=host.r, release="seed", to="../../etc")
 
 

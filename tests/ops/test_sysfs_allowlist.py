@@ -7,7 +7,7 @@ refused path exists in the tree (where it can), so a write that got through woul
 
 Writes go to real files: a tree under a temporary root, and real kernel refusals where mounts are allowed (a
 read-only sysfs attribute and a sysfs file that rejects the value, bind-mounted onto an allowlisted path; a
-read-only bind mount; /dev/full), each in a child process with a private mount namespace.
+read-only bind mount; a full filesystem), each in a child process with a private mount namespace.
 """
 
 from __future__ import annotations
@@ -220,17 +220,19 @@ print(json.dumps({"errors": errors, "leaked": after - fds, "content": content}))
 
 
 def write_under_mounts(root: Path, binds: list[tuple[str, Path, bool]], rel: str, value: str, times: int = 1,
-                       read_back: bool = True) -> dict:
+                       read_back: bool = True, prepare: str = "") -> dict:
     """Write ``value`` to ``rel`` ``times`` times with ``binds`` (src, dst, read-only) mounted.
 
     The mounts exist only in a private mount namespace of a child process (``unshare -m``), so nothing is
-    left mounted even when the test is killed; skipped where mounts are not allowed.
+    left mounted even when the test is killed; ``prepare`` (shell) runs after them. Skipped where mounts are
+    not allowed.
     """
     q = shlex.quote
     mounts = [f"mount --bind {q(src)} {q(str(dst))}" + (f" && mount -o remount,ro,bind {q(str(dst))}" if ro else "")
               for src, dst, ro in binds]
     args = json.dumps({"root": str(root), "rel": rel, "value": value, "times": times, "read_back": read_back})
-    script = f"{{ {' && '.join(mounts)}; }} || exit 97; exec {q(sys.executable)} -c {q(WRITER)} {q(args)}"
+    script = (f"{{ {' && '.join(mounts + ([prepare] if prepare else []))}; }} || exit 97; "
+              f"exec {q(sys.executable)} -c {q(WRITER)} {q(args)}")
     res = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
                          capture_output=True, text=True, timeout=120)
     if res.returncode == 97 or (res.returncode and res.stderr.startswith("unshare:")):
@@ -280,11 +282,25 @@ def test_read_only_filesystem_is_unavailable(tmp_path):
 
 
 def test_a_write_that_fails_after_open_leaks_nothing(tmp_path):
-    # open(2) succeeds, write(2) fails with ENOSPC: the descriptor must still be closed
+    # a regular file on a full filesystem: open(2) succeeds, write(2) fails with ENOSPC; the descriptor is closed
+    rel = "class/devfreq/gpu/max_freq"
+    q = shlex.quote
+    small = tmp_path / "small"
+    small.mkdir()
+    prepare = (f"mount -t tmpfs -o size=4k tmpfs {q(str(small))} && mkdir -p {q(str(small / 'class/devfreq/gpu'))}"
+               f" && : > {q(str(small / rel))} && {{ cat /dev/zero > {q(str(small / 'fill'))} 2>/dev/null; true; }}")
+    out = write_under_mounts(small, [], rel, "1300500000", times=20, prepare=prepare)
+    assert {(e["unavailable"], e["cause_errno"]) for e in out["errors"]} == {(True, errno.ENOSPC)}
+    assert out["errors"][0]["message"].endswith("refused: No space left on device")
+    assert out["leaked"] == 0
+
+
+def test_a_device_node_at_an_allowlisted_path_is_refused(tmp_path):
     rel = "class/devfreq/gpu/max_freq"
     out = write_under_mounts(tmp_path, [("/dev/full", put(tmp_path, rel, ""), False)], rel, "1300500000",
-                             times=20, read_back=False)
-    assert {(e["unavailable"], e["cause_errno"]) for e in out["errors"]} == {(True, errno.ENOSPC)}
+                             times=5, read_back=False)
+    assert {(e["unavailable"], e["not_allowed"]) for e in out["errors"]} == {(False, True)}
+    assert out["errors"][0]["message"].endswith("not a regular file")
     assert out["leaked"] == 0
 
 
