@@ -29,7 +29,7 @@ from tierfleet_ops.backends.cpufreq import CpufreqBackend
 from tierfleet_ops.errors import NotAllowedError, OpsError, UnavailableError
 from tierfleet_ops.settings import validate_section
 from tierfleet_ops.state import StateStore
-from tierfleet_ops.sysfs import Sysfs, is_writable
+from tierfleet_ops.sysfs import SYSFS_MAGIC, Sysfs, fs_magic, is_writable
 
 from . import machines
 
@@ -393,3 +393,20 @@ def test_refusals_are_ops_errors_with_distinct_classes(tmp_path):
         tree_sysfs(tmp_path).write("devices/system/cpu/intel_pstate/no_turbo", "1")
     assert type(refused.value) is NotAllowedError
     assert type(missing.value) is UnavailableError
+
+
+def test_fs_magic_of_a_bad_descriptor_is_an_os_error():
+    # fstatfs(2) failing is "cannot check", which write() reports as unavailable, not as a refusal
+    with pytest.raises(OSError) as info:
+        fs_magic(-1)
+    assert type(info.value) is OSError
+    assert (info.value.errno, info.value.strerror) == (errno.EBADF, os.strerror(errno.EBADF))
+
+
+def test_fs_magic_tells_filesystems_apart(tmp_path):
+    fds = [os.open(p, os.O_RDONLY) for p in ("/sys/devices/system/cpu/online", "/proc/self/stat")]
+    try:
+        assert [fs_magic(fd) for fd in fds] == [SYSFS_MAGIC, 0x9FA0]  # sysfs, proc
+    finally:
+        for fd in fds:
+            os.close(fd)
