@@ -100,7 +100,7 @@ def policy_reverted(cli: str, python: str, timeout: int = 60):
     yield (
         f"[ -f {quote(PREVIOUS)} ] || {{ echo {quote('tierfleet: policy revert: no previous policy kept')} >&2; "
         "exit 1; }; "
-        f"h=$({quote(cli)} check-policy {quote(PREVIOUS)} | sed -n 's/.*policy \([0-9a-f]*\),.*/\1/p'); "
+        rf"h=$({quote(cli)} check-policy {quote(PREVIOUS)} | sed -n 's/.*policy \([0-9a-f]*\),.*/\1/p'); "
         f"cp -p {quote(PREVIOUS)} {quote(POLICY)} && systemctl reload tierfleet-ops.service && "
         f"end=$(( $(date +%s) + {int(timeout)} )); while [ $(date +%s) -lt $end ]; do "
         f"if {_loaded(python, cli, '')}; then exit 0; fi; sleep 0.5; done; "
