@@ -105,6 +105,10 @@ EQUIVALENT: dict[str, str] = {
     "cfad66c4e6": "absolute-path test dropped: no pattern can match a string that starts with '/'",
     "e9fca90f59": "startswith('/') -> startswith('XX/XX'): no pattern can match a string that starts with '/'",
     "89d0ad26ae": "str.split -> str.rsplit without maxsplit: the same list",
+    # sysfs.fs_magic: the ctypes prototype restates the defaults: an int argument is passed as a C int, a
+    # string buffer as a pointer, and the result is a C int unless restype says otherwise
+    "2a8eeb8d57": "fstatfs argtypes deleted: ctypes passes an int as c_int and a buffer as a pointer anyway",
+    "f2388ce14c": "fstatfs restype deleted: c_int is ctypes' default result type",
     # sysfs.Sysfs.read: the last statement of the except block; falling off the end also returns None
     "2c8712501a": "'return None' deleted at the end of the function: the implicit return is None",
     # selector.by_load: range(i + 1, ...) -> range(i, ...) adds the current level to the 'higher' candidates;
@@ -114,6 +118,9 @@ EQUIVALENT: dict[str, str] = {
     # selector.want: a profile outside `order` has level 0 (_level), never above a cap's, so the cap rule's
     # "d.profile in self.order" never decides
     "01932a3aaf": "'in order' dropped from the cap rule: an out-of-order profile is level 0, never above a cap",
+    # topology.read_topology: a capacity <= 0 is replaced by 1024 on the next line, so a missing or unreadable
+    # cpu_capacity read as 0 ends up 1024 as well
+    "c031da4fb3": "cpu_capacity's default 1024 -> 0: a capacity of 0 is replaced by 1024 right after",
     # release.artifact's space estimate: need // 1024 + 1 KiB; one more byte per file changes it only when the
     # free space is within a KiB of the data, where the install cannot fit anyway (files take whole blocks,
     # and the manifest needs one more)
