@@ -109,6 +109,7 @@ EQUIVALENT: dict[str, str] = {
     # string buffer as a pointer, and the result is a C int unless restype says otherwise
     "2a8eeb8d57": "fstatfs argtypes deleted: ctypes passes an int as c_int and a buffer as a pointer anyway",
     "f2388ce14c": "fstatfs restype deleted: c_int is ctypes' default result type",
+    "f24dd473c3": "statfs buffer 512 -> 513 bytes: struct statfs is 120 bytes (64-bit), either size holds it",
     # sysfs.Sysfs.read: the last statement of the except block; falling off the end also returns None
     "2c8712501a": "'return None' deleted at the end of the function: the implicit return is None",
     # selector.by_load: range(i + 1, ...) -> range(i, ...) adds the current level to the 'higher' candidates;
@@ -120,6 +121,11 @@ EQUIVALENT: dict[str, str] = {
     "01932a3aaf": "'in order' dropped from the cap rule: an out-of-order profile is level 0, never above a cap",
     # topology.read_topology: a capacity <= 0 is replaced by 1024 on the next line, so a missing or unreadable
     # cpu_capacity read as 0 ends up 1024 as well
+    # topology.choose_cores: `[c for c in rest if c in fast] or rest` never needs its fallback. The reserved cores
+    # are the first `want` by os_rank, which puts the n - f cores outside `fast` first, so at most
+    # max(0, want - (n - f)) fast cores are reserved, fewer than f because want <= n // 2 < n; the one-core SMT case
+    # reserves one sibling and leaves the others, which are in `fast`
+    "046157786d": "'or rest' dropped from the inference choice: some fast core is always left unreserved",
     "c031da4fb3": "cpu_capacity's default 1024 -> 0: a capacity of 0 is replaced by 1024 right after",
     # release.artifact's space estimate: need // 1024 + 1 KiB; one more byte per file changes it only when the
     # free space is within a KiB of the data, where the install cannot fit anyway (files take whole blocks,
