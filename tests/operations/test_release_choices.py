@@ -152,6 +152,18 @@ def test_bad_env_is_refused_before_anything_is_fetched(tmp_path, store, env):
     assert not root.exists()
 
 
+@pytest.mark.parametrize("raw, key", [({"schema": 99}, "schema"), ({}, "schema")])
+def test_a_manifest_given_as_data_is_validated_and_named_in_the_error(tmp_path, store, raw, key):
+    from tierfleet.exceptions import ConfigError
+
+    root = tmp_path / "host"
+    with pytest.raises(ConfigError) as info:
+        run_local(release.artifact, root=str(root), release="tiny-1", manifest=raw,
+                  source=str(store["dir"] / "tiny" / "1"))
+    assert (info.value.source, info.value.key) == ("release.artifact manifest", key)
+    assert not root.exists()
+
+
 def test_env_file_is_written_literally_with_the_release_directory(tmp_path, store):
     root = tmp_path / "host"
     env = {"LLAMA_MODEL": "{release}/tiny.gguf", "EXTRA": "$(touch pwned) `touch pwned2`; x", "A_1": ""}
