@@ -124,6 +124,16 @@ def test_topology_drops_offline_siblings_and_counts_packages():
     assert topo["cores"] == [[0], [1]] and not topo["smt"] and topo["packages"] == 2
 
 
+def test_a_sibling_list_naming_only_offline_cpus_keeps_the_cpu_as_its_own_core():
+    # a garbled or stale list that leaves the CPU itself out: the CPU still makes one core, never an empty one
+    topo = CpuTopology().process([
+        f"{TOPO}/online:0-1",
+        f"{TOPO}/cpu0/topology/core_cpus_list:2",
+        f"{TOPO}/cpu1/topology/core_cpus_list:1,3",
+    ])
+    assert topo["cores"] == [[0], [1]] and not topo["smt"]
+
+
 def test_topology_capacity_only_when_cores_differ():
     same = CpuTopology().process([f"{TOPO}/online:0-1", f"{TOPO}/cpu0/cpu_capacity:1024",
                                   f"{TOPO}/cpu1/cpu_capacity:1024"])
