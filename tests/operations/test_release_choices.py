@@ -299,6 +299,16 @@ def test_the_choice_follows_install_time_not_the_name(host):
     assert host.points("current") == "z"
 
 
+def test_a_release_installed_in_the_same_second_counts_as_older(host):
+    # two installs within one second share an mtime; the other one is still a candidate, not skipped for seed
+    seed_first(host)
+    host.make("r2", 300)
+    host.make("r3", 300)
+    host.link("current", "r3")
+    assert not rollback(host, "r3").failed
+    assert (host.points("current"), host.points("previous")) == ("r2", "r3")
+
+
 def failure(res, caplog) -> str:
     """What a failed operation said: its stderr, or the red line a host failure logs."""
     return res.stderr + caplog.text
