@@ -127,6 +127,17 @@ EQUIVALENT: dict[str, str] = {
     # reserves one sibling and leaves the others, which are in `fast`
     "046157786d": "'or rest' dropped from the inference choice: some fast core is always left unreserved",
     "c031da4fb3": "cpu_capacity's default 1024 -> 0: a capacity of 0 is replaced by 1024 right after",
+    # sysfs.Sysfs._write_file: os.open makes non-inheritable descriptors anyway (PEP 446), with or without the flag
+    "38a2d2ac52": "O_CLOEXEC dropped from the write's open flags: Python's os.open sets close-on-exec itself",
+    # facts/cpu.py: TypedDict fields are annotations only (the dicts are built with their keys all the same);
+    # _NODE_RE and _POLICY_RE begin with '^', so match and search agree, and '.*^' can only match empty at 0
+    "33b69bbd86": "a TypedDict field declaration deleted: annotations only, the dict keeps its keys",
+    "47f86268a6": "a TypedDict field declaration deleted: annotations only, the dict keeps its keys",
+    "ff56ad4b0b": "a TypedDict field declaration deleted: annotations only, the dict keeps its keys",
+    "37bacc4f69": "a TypedDict field declaration deleted: annotations only, the dict keeps its keys",
+    "2079c67a94": "_NODE_RE.match -> search: the pattern begins with '^'",
+    "4878027b7d": "'.*' before '^' in _POLICY_RE: without MULTILINE '^' only matches at 0, so '.*' matches empty",
+    "7b85462b93": "str.split() -> str.rsplit() without arguments: the same list",
     # release.artifact's space estimate: need // 1024 + 1 KiB; one more byte per file changes it only when the
     # free space is within a KiB of the data, where the install cannot fit anyway (files take whole blocks,
     # and the manifest needs one more)

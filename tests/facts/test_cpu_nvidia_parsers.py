@@ -134,6 +134,14 @@ def test_a_sibling_list_naming_only_offline_cpus_keeps_the_cpu_as_its_own_core()
     assert topo["cores"] == [[0], [1]] and not topo["smt"]
 
 
+def test_cpufreq_files_below_a_policy_directory_are_not_policy_files():
+    # only policy<N>/<file>: a deeper path (stats/, a hostile line) neither adds a policy nor sets its values
+    below = "/sys/devices/system/cpu/cpufreq/policy0"
+    assert CpuFreq().process([f"{below}/stats/reset:1", f"{below}/x/scaling_governor:evil"]) is None
+    info = CpuFreq().process([f"{below}/scaling_governor:powersave", f"{below}/x/scaling_governor:evil"])
+    assert info["policies"] == {0: {"governor": "powersave", "epp": "", "cpus": ""}}
+
+
 def test_topology_capacity_only_when_cores_differ():
     same = CpuTopology().process([f"{TOPO}/online:0-1", f"{TOPO}/cpu0/cpu_capacity:1024",
                                   f"{TOPO}/cpu1/cpu_capacity:1024"])
