@@ -138,6 +138,7 @@ EQUIVALENT: dict[str, str] = {
     "2079c67a94": "_NODE_RE.match -> search: the pattern begins with '^'",
     "4878027b7d": "'.*' before '^' in _POLICY_RE: without MULTILINE '^' only matches at 0, so '.*' matches empty",
     "7b85462b93": "str.split() -> str.rsplit() without arguments: the same list",
+    "d07f03fa55": "str.split() -> str.rsplit() without arguments: the same list",
     # release.artifact's space estimate: need // 1024 + 1 KiB; one more byte per file changes it only when the
     # free space is within a KiB of the data, where the install cannot fit anyway (files take whole blocks,
     # and the manifest needs one more)

@@ -87,6 +87,8 @@ def test_cpuinfo_lines(lines, variant, model):
         (["Cpus_allowed_list:\t0-65536"], None),
         (["Cpus_allowed_listing:\t0-3"], None),
         (["Cpus_allowed_list\t0-3"], None),
+        (["Cpus_allowed_list"], None),  # truncated before the colon: no list, not an empty one
+        ([" Cpus_allowed_list :\t2"], [2]),  # blanks around the key are not part of it
         (["Cpus_allowed:\tff"], None),
         ([], None),
     ],
@@ -140,6 +142,11 @@ def test_cpufreq_files_below_a_policy_directory_are_not_policy_files():
     assert CpuFreq().process([f"{below}/stats/reset:1", f"{below}/x/scaling_governor:evil"]) is None
     info = CpuFreq().process([f"{below}/scaling_governor:powersave", f"{below}/x/scaling_governor:evil"])
     assert info["policies"] == {0: {"governor": "powersave", "epp": "", "cpus": ""}}
+
+
+def test_cpufreq_without_an_available_governors_file_lists_none():
+    info = CpuFreq().process(["/sys/devices/system/cpu/cpufreq/policy0/scaling_governor:schedutil"])
+    assert (info["governors"], info["epp_available"], info["driver"]) == ([], [], None)
 
 
 def test_topology_capacity_only_when_cores_differ():
