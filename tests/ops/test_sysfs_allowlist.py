@@ -129,6 +129,16 @@ def test_allowed_paths_are_written_exactly(tmp_path, rel):
     assert f.read_text() == "1"
 
 
+def test_a_plain_file_holds_exactly_the_value_even_an_empty_one(tmp_path):
+    # a tree of plain files is truncated to nothing before the write, so no byte of the old value survives
+    rel = f"{CPUFREQ}/policy0/energy_performance_preference"
+    f = put(tmp_path, rel, "balance_power\n")
+    tree_sysfs(tmp_path).write(rel, "")
+    assert f.read_bytes() == b""
+    tree_sysfs(tmp_path).write(rel, "power")
+    assert f.read_bytes() == b"power"
+
+
 @pytest.mark.parametrize("rel, why", REFUSED, ids=[f"{i}-{why}" for i, (_, why) in enumerate(REFUSED)])
 def test_refused_paths(tmp_path, rel, why):
     assert not is_writable(rel), why
