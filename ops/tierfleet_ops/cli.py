@@ -143,6 +143,11 @@ def make_cli() -> click.Group:
         for pid, n in pin["thread_mismatch"].items():
             click.echo(f"warning:  pid {pid} runs {n} threads; inference cpus are "
                        f"{st['placement']['inference']}")
+        rec = st.get("records") or {}
+        if rec.get("path"):
+            click.echo(f"records:  {rec['path']}: {rec['written']} written, {rec['dropped']} dropped")
+        if rec.get("error"):
+            click.echo(f"warning:  energy records are dropped: {rec['error']}")
         for m in st["other_power_managers"]:
             click.echo(f"warning:  another power manager is running: {m}")
 

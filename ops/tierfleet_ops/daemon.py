@@ -4,6 +4,10 @@ Lifecycle: load the policy (a bad first policy is fatal; a bad reload keeps the 
 choose backends from what the host has, apply the default profile (recording originals), then
 tick. On stop (SIGTERM/SIGINT) the recorded originals are put back when ``on_stop: restore``,
 threads get their original masks and slice CPU limits are undone.
+
+Energy records (:mod:`tierfleet_ops.records`): every profile change appends a switch record with
+its reason, and every ``records.interval_s`` (and right after a switch) the tick appends a sample
+of the readings it has just taken, to ``energy.jsonl`` next to the state file.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from .knobs import Knob, Outcome, Skipped
 from .notify import notify, watchdog_interval_s
 from .pinning import Pinner, PinReport, RuntimeMatch, SliceCpus
 from .policy import Policy, load_policy
+from .records import RECORDS_NAME, EnergyRecorder
 from .selector import Selector
 from .signals import Signals, combine
 from .state import StateStore
@@ -133,6 +138,13 @@ class Daemon:
         self._next_pm_check = float("-inf")  # looked at in start(); then every POWER_MANAGER_CHECK_S
         self._next_watchdog = 0.0
         self._last_now: float | None = None
+        #: energy records next to the state file (the state directory: the one place the unit lets it write)
+        self.recorder = EnergyRecorder(
+            os.path.join(os.path.dirname(cfg.state_path), RECORDS_NAME) if cfg.state_path and not cfg.dry_run
+            else None, max_bytes=self.policy.records["max_kib"] * 1024)
+        #: the profile the last switch record named (None before the first)
+        self._recorded_profile: str | None = None
+        self._next_record = float("-inf")
         self.server: Any = None
         self.metrics_server: Any = None
         #: why the daemon must stop (set from any thread by :meth:`fatal`)
@@ -231,6 +243,11 @@ class Daemon:
                              extra={"fields": {"profile": profile, "reason": reason}})
         elif not dry_run:
             self.last_outcomes, self.last_skipped = outcomes, skipped
+            if profile != self._recorded_profile:
+                if self.policy.records["enabled"]:
+                    self.recorder.switch(self._recorded_profile, profile, reason)
+                self._recorded_profile = profile
+                self._next_record = float("-inf")  # a sample on the next tick opens the new profile's time
             for b in self.backends:
                 b.after_apply(outcomes)
             changed = [o for o in outcomes if o.status == "changed"]
@@ -318,6 +335,12 @@ class Daemon:
             if now >= self._next_pin:
                 self._next_pin = now + self.policy.pinning["interval_s"]
                 self.pin_now()
+            record = None
+            if now >= self._next_record and self.policy.records["enabled"]:
+                self._next_record = now + self.policy.records["interval_s"]
+                record = (self.selector.current, dict(self.readings), self.load)
+        if record is not None:
+            self.recorder.sample(*record)  # outside the lock: a slow disk holds up no status request
         wd = watchdog_interval_s()
         if wd and now >= self._next_watchdog:
             notify("WATCHDOG=1")
@@ -361,6 +384,9 @@ class Daemon:
         self.signals.close()
         self.signals = Signals(new.runtime)
         self.pinner.match = self._match()
+        self.recorder.max_bytes = new.records["max_kib"] * 1024
+        if new.records["interval_s"] != old.records["interval_s"]:
+            self._next_record = float("-inf")
         log.info("policy reloaded", extra={"fields": {"old": old.hash, "new": new.hash}})
         self.apply_profile(self.selector.held or current, "reload")
         self.update_placement(force=True)
@@ -436,6 +462,10 @@ class Daemon:
             step("metrics", self.metrics_server.shutdown)
             step("metrics", self.metrics_server.server_close)
         with self.lock:
+            if self.ticks and self.policy.records["enabled"]:
+                # the last stretch up to now belongs to the live profile (the counters as of the last tick)
+                step("energy record", lambda: self.recorder.sample(self.selector.current, self.readings, self.load))
+            step("energy records", self.recorder.close)
             if self.policy.top["on_stop"] == "restore" and not self.cfg.dry_run:
                 outcomes = step("restore", self._restore) or []
             if not self.cfg.dry_run:
@@ -489,6 +519,7 @@ class Daemon:
                 "last_apply": [o.as_dict() for o in self.last_outcomes],
                 "skipped": [{"knob": s.name, "reason": s.reason} for s in self.last_skipped],
                 "originals": dict(self.state.originals),
+                "records": self.recorder.status(),
             }
 
     def hold(self, profile: str | None) -> None:

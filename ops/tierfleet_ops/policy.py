@@ -122,6 +122,17 @@ PINNING = {s.name: s for s in (
             float),
 )}
 
+RECORDS = {s.name: s for s in (
+    Setting("enabled", "true or false",
+            "append energy samples and profile switches to energy.jsonl in the state directory", boolean, True,
+            bool),
+    Setting("interval_s", "seconds 1..3600",
+            "a sample every this many seconds, taken on the tick from the readings it already has",
+            number(1, 3600), 10.0, float),
+    Setting("max_kib", "integer 16..1048576", "rotate energy.jsonl to energy.jsonl.1 past this size (KiB); "
+            "one old file is kept", int_range(16, 1 << 20), 8192, int),
+)}
+
 TOP = {s.name: s for s in (
     Setting("version", "1", "policy format version", lambda v: _one(v), 1, int),
     Setting("tick_s", "seconds 0.1..60", "control loop period", number(0.1, 60), 1.0, float),
@@ -202,6 +213,8 @@ class Policy:
     hash: str = ""
     #: the validated, typed model the dictionaries above were taken from
     model: Any = None
+    #: the energy records (:mod:`tierfleet_ops.records`): enabled, interval_s, max_kib
+    records: dict[str, Any] = field(default_factory=lambda: {k: s.default for k, s in RECORDS.items()})
 
     @property
     def default_profile(self) -> str:
@@ -248,6 +261,7 @@ def policy_model() -> type[Section]:
         switching=_section(section_model("switching", SWITCHING), "a mapping of " + ", ".join(SWITCHING)),
         runtime=_section(section_model("runtime", RUNTIME), "a mapping of " + ", ".join(RUNTIME)),
         pinning=_section(section_model("pinning", PINNING), "a mapping of " + ", ".join(PINNING)),
+        records=_section(section_model("records", RECORDS), "a mapping of " + ", ".join(RECORDS)),
         windows=(Annotated[list[WindowModel], BeforeValidator(not_null("a list of windows"))], []),
     )
 
@@ -256,14 +270,15 @@ def _allowed_keys(loc: tuple[Any, ...]) -> tuple[str, str]:
     """What kind of key lives at ``loc`` of a policy, and which are allowed (for error messages)."""
     tables = backend_tables()
     if not loc:
-        return "key", ", ".join(sorted(set(TOP) | {"profiles", "switching", "runtime", "pinning", "windows"}))
+        return "key", ", ".join(sorted(set(TOP) | {"profiles", "switching", "runtime", "pinning", "records",
+                                                   "windows"}))
     if loc[0] == "profiles" and len(loc) == 2:
         return "backend", ", ".join(sorted(tables))
     if loc[0] == "profiles" and len(loc) == 3 and loc[2] in tables:
         return "setting", ", ".join(sorted(tables[loc[2]]))
     if loc[0] == "windows":
         return "key", ", ".join(WINDOW_KEYS)
-    section = {"switching": SWITCHING, "runtime": RUNTIME, "pinning": PINNING}.get(loc[0], {})
+    section = {"switching": SWITCHING, "runtime": RUNTIME, "pinning": PINNING, "records": RECORDS}.get(loc[0], {})
     return "setting", ", ".join(sorted(section))
 
 
@@ -344,7 +359,8 @@ def _validate(raw: Any, source: str) -> Policy:
     canon = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
     digest = hashlib.sha256(canon.encode()).hexdigest()[:12]
     return Policy(source, top, profiles, sw, model.runtime.model_dump(),  # type: ignore[attr-defined]
-                  model.pinning.model_dump(), windows, digest, model)  # type: ignore[attr-defined]
+                  model.pinning.model_dump(), windows, digest, model,  # type: ignore[attr-defined]
+                  model.records.model_dump())  # type: ignore[attr-defined]
 
 
 #: the largest policy file read (a policy is a few KiB)
