@@ -92,7 +92,8 @@ EXTRA: dict[str, Target] = {t.name: t for t in (
     Target("cpu-facts", "tierfleet/facts/cpu.py",
            ("tests/facts/test_fact_specs.py", "tests/facts/test_cpu*.py", "tierfleet/facts/cpu.py")),
     Target("nvidia-facts", "tierfleet/facts/nvidia.py",
-           ("tests/facts/test_fact_specs.py", "tests/facts/test_nvidia*.py", "tierfleet/facts/nvidia.py")),
+           ("tests/facts/test_fact_specs.py", "tests/facts/test_cpu_nvidia_parsers.py", "tests/facts/test_hostile_output.py",
+            "tierfleet/facts/nvidia.py")),
     Target("rules", "tierfleet/rules.py",
            ("tests/test_inventory_validation.py", "tests/operations/test_release_choices.py", "tierfleet/rules.py")),
 )}

@@ -197,6 +197,20 @@ def test_power_limit_and_default_limit_are_read_apart():
         1410, True, "Enabled", "8.0")
 
 
+def test_bare_n_a_is_unknown_like_bracketed_n_a():
+    # some drivers print N/A without brackets for a field the card lacks
+    [gpu] = NvidiaGpus().process(["0, Tesla K80, 11441, N/A, 470.82.01, N/A, N/A, N/A, N/A, N/A, 875, N/A"])["gpus"]
+    assert (gpu["compute_cap"], gpu["persistence_mode"], gpu["power_limit_w"], gpu["mig_mode"]) == (
+        None, None, None, None)
+    assert (gpu["memory_total_mib"], gpu["max_sm_clock_mhz"], gpu["driver_version"]) == (11441, 875, "470.82.01")
+
+
+def test_a_line_with_the_right_number_of_fields_but_no_index_is_not_a_gpu():
+    line = "Error, a, b, c, d, e, f, g, h, i, j, k"
+    query = NvidiaGpus().process([line])
+    assert (query["gpus"], query["error"]) == ([], line)
+
+
 def test_minimal_query_line_moves_the_driver_version():
     [gpu] = NvidiaGpus().process(["0, Tesla K80, 11441, 470.256.02"])["gpus"]
     assert (gpu["driver_version"], gpu["compute_cap"], gpu["memory_total_mib"], gpu["power_limit_w"]) == (
