@@ -140,6 +140,12 @@ EQUIVALENT: dict[str, str] = {
     "4878027b7d": "'.*' before '^' in _POLICY_RE: without MULTILINE '^' only matches at 0, so '.*' matches empty",
     "7b85462b93": "str.split() -> str.rsplit() without arguments: the same list",
     "d07f03fa55": "str.split() -> str.rsplit() without arguments: the same list",
+    # facts/nvidia.py: Gpu's TypedDict fields are annotations only; _na is only given fields parse_gpu_line has
+    # already stripped; _LIBRARY_RE begins with '^'
+    **{i: "a TypedDict field declaration deleted: annotations only, the dict keeps its keys"
+       for i in ("d031458f3c", "7947de365a", "8fa294af9b", "19f04f7882", "61f8389297", "d1aaf297bf")},
+    "e1ab56387a": "_na's strip -> rstrip: every field it is given was stripped by parse_gpu_line already",
+    "ccca722e4f": "_LIBRARY_RE.match -> search: the pattern begins with '^'",
     # release.artifact's space estimate: need // 1024 + 1 KiB; one more byte per file changes it only when the
     # free space is within a KiB of the data, where the install cannot fit anyway (files take whole blocks,
     # and the manifest needs one more)
