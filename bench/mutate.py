@@ -143,7 +143,8 @@ EQUIVALENT: dict[str, str] = {
     # facts/nvidia.py: Gpu's TypedDict fields are annotations only; _na is only given fields parse_gpu_line has
     # already stripped; _LIBRARY_RE begins with '^'
     **{i: "a TypedDict field declaration deleted: annotations only, the dict keeps its keys"
-       for i in ("d031458f3c", "7947de365a", "8fa294af9b", "19f04f7882", "61f8389297", "d1aaf297bf")},
+       for i in ("d031458f3c", "7947de365a", "8fa294af9b", "19f04f7882", "61f8389297", "d1aaf297bf", "3f904b34b0")},
+    "7c61fc7cb7": "'.*' after the '$' of _LSPCI_RE: the line is stripped, so '$' is its end and '.*' matches empty",
     "e1ab56387a": "_na's strip -> rstrip: every field it is given was stripped by parse_gpu_line already",
     "ccca722e4f": "_LIBRARY_RE.match -> search: the pattern begins with '^'",
     # release.artifact's space estimate: need // 1024 + 1 KiB; one more byte per file changes it only when the

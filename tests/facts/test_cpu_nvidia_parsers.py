@@ -226,13 +226,15 @@ def test_minimal_query_line_moves_the_driver_version():
          "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.", None),
         (["Failed to initialize NVML: Driver/library version mismatch", "NVML library version: 570.172"], 0,
          "Failed to initialize NVML: Driver/library version mismatch", "570.172"),
+        (["Failed to initialize NVML: Driver/library version mismatch", "  NVML library version: 570.172  "], 0,
+         "Failed to initialize NVML: Driver/library version mismatch", "570.172"),
         (["0, Tesla T4, 15360, 7.5, 570.172.08, Disabled, 70.00, 70.00, 60.00, 70.00, 1590, [N/A]",
           "WARNING: infoROM is corrupted at gpu 0000:3B:00.0"], 1,
          "unparsed nvidia-smi output: WARNING: infoROM is corrupted at gpu 0000:3B:00.0", None),
         (["0, Tesla T4, 15360, 7.5, 570.172.08, Disabled, 70.00, 70.00, 60.00, 70.00, 1590, [N/A]", ""], 1, None,
          None),
     ],
-    ids=["no-smi", "no-smi-blank-lines", "no-driver", "mismatch", "warning-after-gpu", "blank-line"],
+    ids=["no-smi", "no-smi-blank-lines", "no-driver", "mismatch", "mismatch-padded-lines", "warning-after-gpu", "blank-line"],
 )
 def test_nvidia_smi_outcomes(lines, gpus, error, library):
     value = NvidiaGpus().process(lines)
@@ -252,6 +254,13 @@ def test_not_available_fields_are_unknown(field, value, expected):
     fields[index] = value
     [gpu] = NvidiaGpus().process([", ".join(fields)])["gpus"]
     assert gpu[field] == expected
+
+
+def test_an_lspci_line_cut_after_the_vendor_still_names_an_nvidia_gpu():
+    from tierfleet.facts.nvidia import parse_lspci_line
+
+    assert parse_lspci_line("01:00.0 3D controller: NVIDIA") == {
+        "slot": "01:00.0", "kind": "3D controller", "description": "NVIDIA"}
 
 
 @pytest.mark.parametrize(
