@@ -1,11 +1,12 @@
 # Two entry points for a fresh machine (Debian/Ubuntu, Python >= 3.11, run as root for the lab):
 #   make demo   the main job on the built-in local lab fleet
 #   make test   the whole test suite
+#   make mutate mutation scores of the safety-critical modules (slow; not part of `make test`)
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test runtime bench clean
+.PHONY: demo test runtime bench mutate clean
 
 $(BIN)/.installed: pyproject.toml ops/pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,6 +28,12 @@ runtime: $(BIN)/.installed
 
 test: runtime
 	$(BIN)/pytest
+
+# seeded mutants (60 per module) of the sysfs allowlist, selector, topology, preflight and release operations,
+# each run against the module's own tests on a copy of the tree; prints the score per module and the survivors.
+# Run before resolving an issue that touches those modules. Options: MUTATE_ARGS="-m selector --sample 30"
+mutate: $(BIN)/.installed
+	$(BIN)/python bench/mutate.py $(MUTATE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
