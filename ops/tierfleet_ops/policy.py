@@ -28,6 +28,8 @@ import yaml
 from pydantic import BeforeValidator, Field, ValidationError, create_model
 
 from .errors import ConfigError
+from .shards import allowed_keys as shards_allowed_keys
+from .shards import shards_config, shards_field
 from .settings import Section, Setting, boolean, checked, config_error, int_range, name, not_null, one_of, \
     section_model, setting_field
 
@@ -202,6 +204,8 @@ class Policy:
     hash: str = ""
     #: the validated, typed model the dictionaries above were taken from
     model: Any = None
+    #: model shards loaded on demand (:mod:`tierfleet_ops.shards`); ``None``: one model, always loaded
+    shards: Any = None
 
     @property
     def default_profile(self) -> str:
@@ -249,6 +253,7 @@ def policy_model() -> type[Section]:
         runtime=_section(section_model("runtime", RUNTIME), "a mapping of " + ", ".join(RUNTIME)),
         pinning=_section(section_model("pinning", PINNING), "a mapping of " + ", ".join(PINNING)),
         windows=(Annotated[list[WindowModel], BeforeValidator(not_null("a list of windows"))], []),
+        shards=shards_field(),
     )
 
 
@@ -256,7 +261,10 @@ def _allowed_keys(loc: tuple[Any, ...]) -> tuple[str, str]:
     """What kind of key lives at ``loc`` of a policy, and which are allowed (for error messages)."""
     tables = backend_tables()
     if not loc:
-        return "key", ", ".join(sorted(set(TOP) | {"profiles", "switching", "runtime", "pinning", "windows"}))
+        return "key", ", ".join(sorted(set(TOP) | {"profiles", "switching", "runtime", "pinning", "windows",
+                                                   "shards"}))
+    if loc[0] == "shards":
+        return shards_allowed_keys(loc)
     if loc[0] == "profiles" and len(loc) == 2:
         return "backend", ", ".join(sorted(tables))
     if loc[0] == "profiles" and len(loc) == 3 and loc[2] in tables:
@@ -341,10 +349,11 @@ def _validate(raw: Any, source: str) -> Policy:
         if w.mode == "cap" and w.profile not in sw["order"]:
             raise ConfigError(source, f"windows[{i}].profile", "a cap must be one of switching.order")
         windows.append(Window(w.profile, w.start, w.end, w.days, w.mode))
+    shards = shards_config(model.shards, source)  # type: ignore[attr-defined]
     canon = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
     digest = hashlib.sha256(canon.encode()).hexdigest()[:12]
     return Policy(source, top, profiles, sw, model.runtime.model_dump(),  # type: ignore[attr-defined]
-                  model.pinning.model_dump(), windows, digest, model)  # type: ignore[attr-defined]
+                  model.pinning.model_dump(), windows, digest, model, shards)  # type: ignore[attr-defined]
 
 
 #: the largest policy file read (a policy is a few KiB)
