@@ -112,6 +112,14 @@ class ShardSpec(pydantic.BaseModel):
     parallel: int | None = pydantic.Field(default=None, gt=0, le=256, description="llama-server -np (default: "
                                           "the tier's)")
 
+    @pydantic.field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, v: Any) -> Any:
+        if not isinstance(v, str) or not re.match(NAME_PATTERN, v):
+            raise ValueError(f"{v!r} is not a shard name: letters, digits, '.', '_', '-' (at most 64, starting with "
+                             "a letter or digit)")
+        return v
+
     @pydantic.field_validator("ttl", mode="before")
     @classmethod
     def _ttl(cls, v: Any) -> float:
@@ -130,13 +138,27 @@ class ShardSpec(pydantic.BaseModel):
         return -1.0 if self.pinned else self.ttl
 
 
-def check_shard_list(shards: tuple[ShardSpec, ...], source: str, key: str = "shards") -> None:
+def check_shard_list(shards: tuple[ShardSpec, ...], source: str, key: str = "shards",
+                     error: type[ConfigError] = ConfigError) -> None:
     """Names are unique (a request names one shard)."""
     seen: set[str] = set()
     for i, s in enumerate(shards):
         if s.name in seen:
-            raise ConfigError(source, f"{key}[{i}].name", f"{s.name!r} is listed twice; shard names are unique")
+            raise error(source, f"{key}[{i}].name", f"{s.name!r} is listed twice; shard names are unique")
         seen.add(s.name)
+
+
+def fmt_bytes(n: float) -> str:
+    """``1.5 GiB``, ``300 MiB``, ``12 KiB``, ``5 B`` (binary units, as llama.cpp prints sizes).
+
+    >>> fmt_bytes(1536 * 2**20), fmt_bytes(300 * 2**20), fmt_bytes(5)
+    ('1.5 GiB', '300 MiB', '5 B')
+    """
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            v = n / size
+            return f"{v:.1f} {unit}" if v < 10 and unit == "GiB" else f"{v:.0f} {unit}"
+    return f"{int(n)} B"
 
 
 # --- what the files hold -----------------------------------------------------------------------

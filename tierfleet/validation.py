@@ -22,6 +22,8 @@ def _key(loc: tuple[Any, ...]) -> str:
 
 def _problem(error: dict[str, Any]) -> str:
     message = error["msg"]
+    if error["type"] == "value_error":  # a validator's own message, without pydantic's "Value error, "
+        message = str(error.get("ctx", {}).get("error", message))
     message = message[0].lower() + message[1:] if message else "invalid value"
     if error["type"] == "missing":
         return "required key is missing"
@@ -47,7 +49,8 @@ def validate(model: type[M], data: Any, source: str, error: type[ConfigError] = 
     except pydantic.ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         problem = _problem(first)
-        field = model.model_fields.get(str(first["loc"][0])) if first["loc"] else None
+        # a field's description says what is allowed only for the field itself, not for keys inside it
+        field = model.model_fields.get(str(first["loc"][0])) if len(first["loc"]) == 1 else None
         if first["type"] == "string_pattern_mismatch" and field is not None and field.description:
             problem = f"allowed: {field.description} (got {first['input']!r})"
         raise error(source, _key(first["loc"]), problem) from None
