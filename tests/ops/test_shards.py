@@ -197,3 +197,16 @@ def test_sleep_mode_is_one_shard_without_a_gate():
     assert cfg.listen is None and cfg.models["m"].ttl_s == 300
     with pytest.raises(ConfigError, match="shards: null is not a value"):
         parse_shards(None, "p.yaml")
+
+
+def test_a_daemon_without_shards_never_imports_the_http_library():
+    """aiohttp (the gate) is imported only by a policy with shards: single-model hosts keep their memory."""
+    import subprocess
+    import sys
+
+    code = ("import sys, tierfleet_ops.cli, tierfleet_ops.daemon, tierfleet_ops.metrics, tierfleet_ops.control, "
+            "tierfleet_ops.policy, tierfleet_ops.shards\n"
+            "from tierfleet_ops.policy import EXAMPLE, parse_policy\nparse_policy(EXAMPLE)\n"
+            "print('aiohttp' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
