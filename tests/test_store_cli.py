@@ -63,3 +63,22 @@ def test_a_bad_pubkey_is_a_clear_input_error(setup, tmp_path, run):
     assert code == 2
     assert f"tierfleet: error: {bad}: --pubkey: " in out and "cannot read the armoured key file" not in out
     assert "not an ASCII-armoured OpenPGP public key" in out
+
+
+def test_publish_a_split_model_with_its_gguf_figures(tmp_path, run):
+    from tierfleet.artifacts.gguf_tiny import write_tiny_gguf
+    from tierfleet.artifacts.manifest import load_manifest
+
+    files = write_tiny_gguf(tmp_path / "src" / "m.gguf", qtype="q8_0", split_max_tensors=8)
+    code, out = run("store", "publish", str(tmp_path / "store"), *map(str, files), "--name", "m-Q8_0",
+                    "--version", "1")
+    assert code == 0, out
+    assert "published m-Q8_0 1: 3 file(s)" in out and "gguf: llama, 154144 tensor bytes, 2 layers" in out
+    m = load_manifest(tmp_path / "store" / "m-Q8_0" / "1" / "manifest.json")
+    assert m.entrypoint == files[0].name and m.extra["gguf"]["files"] == 3 and m.compressed
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + bytes(8))
+    code, out = run("store", "publish", str(tmp_path / "store"), str(bad), "--name", "bad", "--version", "1")
+    assert code == 0 and "no GGUF figures" in out and "cannot serve as a shard" in out
+    code, out = run("store", "publish", str(tmp_path / "store"), str(bad), "--name", "../x", "--version", "1")
+    assert code == 2 and "name: '../x' is not allowed" in out and not (tmp_path / "x").exists()

@@ -257,6 +257,8 @@ def publish(store: Path, files: list[Path], *, kind: str, name: str, version: st
     """
     from tierfleet.artifacts.compress import compress_file
 
+    for key, value in (("name", name), ("version", version)):  # before any path is made of them
+        _str(str(store), key, value, NAME_RE, "letters, digits, '.', '_', '+', '-'")
     dest = Path(store) / name / version
     extra = dict(extra or {})
     entries: list[ArtifactFile] = []

@@ -1,4 +1,4 @@
-"""``tierfleet store``: sign and verify the manifests of an artifact store (a directory)."""
+"""``tierfleet store``: publish models into an artifact store (a directory), sign and verify its manifests."""
 
 from __future__ import annotations
 
@@ -14,7 +14,31 @@ store_dir = click.argument("store", type=click.Path(exists=True, file_okay=False
 
 @click.group()
 def store() -> None:
-    """Sign and verify the manifests of an artifact store directory."""
+    """Publish models into an artifact store directory, sign and verify its manifests."""
+
+
+@store.command()
+@click.argument("store", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Store name: <model name>-<quant>, as the deploys look it up.")
+@click.option("--version", "version", required=True, help="Version (immutable once published).")
+@click.option("--compress/--no-compress", default=True, show_default=True, help="Also store .zst forms.")
+def publish(store: Path, files: tuple[Path, ...], name: str, version: str, compress: bool) -> None:
+    """Publish model FILES (a GGUF, or every file of a split set, the first first) as STORE/NAME/VERSION.
+
+    A GGUF's figures (tensor bytes, layers, K/V widths, vocabulary) go into the manifest's ``extra``, from
+    which hosts serving it as a shard estimate its memory; sign the store afterwards.
+    """
+    from tierfleet.artifacts.manifest import publish as publish_files
+
+    m = publish_files(store, list(files), kind="model", name=name, version=version, compress=compress)
+    click.echo(f"published {m.name} {m.version}: {len(m.files)} file(s), {m.size} bytes")
+    if "gguf" in m.extra:
+        g = m.extra["gguf"]
+        click.echo(f"gguf: {g['arch']}, {g['tensor_bytes']} tensor bytes, {g['n_layer']} layers, "
+                   f"K/V {g['k_dim']}/{g['v_dim']}, vocabulary {g['n_vocab']}")
+    else:
+        click.echo(f"no GGUF figures: {m.extra.get('gguf_error', 'not GGUF files')} (it cannot serve as a shard)")
 
 
 @store.command()
