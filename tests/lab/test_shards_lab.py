@@ -108,10 +108,18 @@ def sh(lab, host: str, command: str) -> str:
 
 def ask(lab, host: str, shard: str | None, path: str = "/v1/completions") -> tuple[int, dict]:
     body = json.dumps({"prompt": "the lab", "max_tokens": 4, **({"model": shard} if shard else {})})
-    out = sh(lab, host, f"curl -s -m 120 -o /tmp/answer -w '%{{http_code}}' -H 'Content-Type: application/json' "
-                        f"-d '{body}' http://127.0.0.1:8080{path}; echo; cat /tmp/answer")
-    code, _, text = out.partition("\n")
-    return int(code or 0), json.loads(text) if text.startswith("{") else {}
+    out = sh(lab, host, f"rm -f /tmp/answer; curl -s -m 120 -o /tmp/answer -w '%{{http_code}}' "
+                        f"-H 'Content-Type: application/json' -d '{body}' http://127.0.0.1:8080{path}; "
+                        "echo \" $?\"; cat /tmp/answer")
+    first, _, text = out.partition("\n")
+    code, curl_exit = first.split()
+    return int(code), json.loads(text) if text.startswith("{") else {"curl_exit": int(curl_exit)}
+
+
+def journal(lab, host: str) -> str:
+    """The last lines of the runtime's and the ops daemon's journals (for failure messages)."""
+    return sh(lab, host, "journalctl --no-pager -n 40 -u llama-server.service; "
+                         "journalctl --no-pager -n 60 -u tierfleet-ops.service")
 
 
 def daemon(lab, host: str) -> dict:
@@ -158,7 +166,7 @@ def test_router_shards_on_the_cpu_server(shard_lab):
     # the runtime killed while shards are loaded: systemd restarts it, the next request is served
     sh(lab, CPU, "systemctl kill -s KILL llama-server.service")
     code, body = ask(lab, CPU, "a")
-    assert code == 200, body
+    assert code == 200, (code, body, journal(lab, CPU))
     assert wait_until(lambda: shards(lab, CPU).get("c", {}).get("state") == "loaded", timeout=60)
 
     # a shard file damaged on the host: named in the answer, the others keep serving
@@ -177,7 +185,7 @@ def test_router_shards_on_the_cpu_server(shard_lab):
     # converged: a rerun changes nothing
     code, out = deploy(lab, inv, CPU, "advanced")
     total = grand_total(out)
-    assert code == 0 and total["success"] == 0 and total["no_change"] == 1, out[-4000:]
+    assert code == 0 and total["success"] == 0 and total["error"] == 0 and total["no_change"] > 20, out[-4000:]
 
     # the control side's fleet status shows them
     status = run_pyinfra_status(lab, inv)
@@ -193,7 +201,7 @@ def run_pyinfra_status(lab, inv) -> list[dict]:
     exe = str(Path(sys.executable).with_name("tierfleet"))
     out = subprocess.run([exe, "status", "-i", str(inv), "--json", "--limit", CPU], capture_output=True, text=True,
                          env=dict(os.environ, TIERFLEET_LAB_DIR=str(lab.root)), timeout=120, cwd=REPO)
-    return json.loads(out.stdout)
+    return json.loads(out.stdout)["hosts"]
 
 
 def test_one_shard_sleeps_with_llama_server_and_wakes_on_the_next_request(shard_lab):
