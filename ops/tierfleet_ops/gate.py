@@ -89,6 +89,8 @@ class Gate:
         self.runtime_up: bool | None = None
         self.passed_total = 0
         self._pending: dict[str, str] = {}  # shard -> "load" | "unload" while the gate drives a change
+        #: when the runtime acknowledged the pending change (monotonic): a /models read sent later sees it
+        self._posted: dict[str, float] = {}
         self._change: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -224,15 +226,26 @@ class Gate:
 
     # --- the runtime -------------------------------------------------------------------------
 
-    def _set(self, name: str, state: str, exit_code: int | None = None, source: str = "event") -> None:
-        """Apply a state the runtime reported."""
+    def _set(self, name: str, state: str, exit_code: int | None = None, source: str = "event",
+             issued: float | None = None) -> None:
+        """Apply a state the runtime reported (``source="sync"``: a ``GET /models`` sent at ``issued``)."""
         st = self.states.get(name)
         if st is None:
             return
         old = st.state
         pending = self._pending.get(name)
         if source == "sync" and pending:
-            return  # a change the gate drives: its events decide, not a list read before it
+            # a change the gate drives: a list read before the runtime acknowledged it says nothing about it;
+            # one read after it does (the event may have been missed while the event stream reconnected)
+            posted = self._posted.get(name)
+            if posted is None or issued is None or issued < posted:
+                return
+            if state not in (("loaded", "sleeping", "unloaded") if pending == "load" else ("unloaded",)):
+                return
+            st.state = state
+            log.info("shard %s: %s -> %s (from the runtime's list)", name, old, state)
+            self._publish()
+            return
         if state == "unloaded" and pending == "load":
             return  # the failure is handled by _load, which sees the exit code
         if state == "unloaded" and exit_code not in (None, 0) and old == "loaded":
@@ -265,6 +278,8 @@ class Gate:
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, OSError) as exc:
                 log.debug("runtime event stream: %r", exc)
             await self._sync()
+            if self.runtime_up:
+                continue  # it answers (again): follow its events at once, so that none is missed
             await asyncio.sleep(backoff)
             backoff = min(2.0, backoff * 2)
 
@@ -284,6 +299,7 @@ class Gate:
         import aiohttp
 
         was = self.runtime_up
+        issued = time.monotonic()
         try:
             async with self._session.get(self.runtime + "/models", timeout=aiohttp.ClientTimeout(total=5)) as r:
                 text = await r.text() if r.status == 200 else ""
@@ -304,7 +320,7 @@ class Gate:
             state, failed = models.get(n, ("unknown", False))
             if n not in models and was is not False:
                 log.warning("shard %s: the runtime does not list it", n)
-            self._set(n, state, source="sync")
+            self._set(n, state, source="sync", issued=issued)
         self._publish()
         if was is not True:
             log.info("runtime %s answers", self.runtime)
@@ -372,6 +388,7 @@ class Gate:
                 st.loads += 1
                 return
             status, text = await self._post("/models/load", name)
+            self._posted[name] = time.monotonic()
             if status == 0:
                 st.state = "unknown"
                 raise Refusal(503, "unavailable_error", f"shard {name}: the runtime is not answering: {text}")
@@ -399,6 +416,7 @@ class Gate:
                                           f"{f' with status {code}' if code else ''} while loading it")
         finally:
             self._pending.pop(name, None)
+            self._posted.pop(name, None)
             if st.state == "loading":
                 st.state = "unknown"
             self._publish()
@@ -431,6 +449,7 @@ class Gate:
         st = self.states[name]
         try:
             status, text = await self._post("/models/unload", name)
+            self._posted[name] = time.monotonic()
             if status == 200:
                 deadline = self._loop.time() + UNLOAD_WAIT_S
                 while st.state == "unloading":
@@ -446,6 +465,7 @@ class Gate:
                 log.warning("shard %s: unload: %s %s", name, status, text[:200])
         finally:
             self._pending.pop(name, None)
+            self._posted.pop(name, None)
             self._publish()
 
     def _unload_soon(self, name: str, evicted: bool = False) -> asyncio.Task[None] | None:
