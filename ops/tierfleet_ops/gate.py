@@ -91,6 +91,8 @@ class Gate:
         self._pending: dict[str, str] = {}  # shard -> "load" | "unload" while the gate drives a change
         #: when the runtime acknowledged the pending change (monotonic): a /models read sent later sees it
         self._posted: dict[str, float] = {}
+        #: shards whose pending load the router has reported as started (a "loading" event)
+        self._started: set[str] = set()
         self._change: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -287,11 +289,16 @@ class Gate:
         st = self.states.get(name)
         if st is None:
             return
-        if self._pending.get(name) == "load" and state == "unloaded":
-            st.exit_code = exit_code
-            st.state = "unloaded"
-            self._publish()
-            return
+        if self._pending.get(name) == "load":
+            if state == "loading":
+                self._started.add(name)  # the router took up this load: its end is this load's end
+            elif state == "unloaded":
+                if name not in self._started:
+                    return  # an earlier child's exit (one killed under a loaded shard), not this load's
+                st.exit_code = exit_code
+                st.state = "unloaded"
+                self._publish()
+                return
         self._set(name, state, exit_code)
 
     async def _sync(self) -> None:
@@ -372,6 +379,7 @@ class Gate:
         st = self.states[name]
         sleeping = st.state == "sleeping"
         self._pending[name] = "load"
+        self._started.discard(name)
         st.state = "loading"
         st.exit_code = None
         self._publish()
@@ -565,9 +573,14 @@ class Gate:
                 self._release(name)
             if resp is not NOT_LOADED:
                 return resp
-            # the runtime lost the shard underneath (its child died): load it again, once
+            # the runtime lost the shard underneath (its child died): wait (bounded) until it says so, then
+            # load it again, once; the request never reached a child, so sending it again is safe
             st = self.states[name]
-            if st.state == "loaded" and name not in self._pending:
+            deadline = self._loop.time() + min(self.cfg.wait_s, 10.0)  # type: ignore[union-attr]
+            while st.state == "loaded" and name not in self._pending and st.in_flight == 0:
+                if not await self._changed(deadline):
+                    break
+            if st.state == "loaded" and name not in self._pending and st.in_flight == 0:
                 st.state = "unloaded"
         return self._answer(502, "unavailable_error", f"shard {name}: the runtime does not keep it loaded")
 
@@ -586,15 +599,21 @@ class Gate:
                                                  allow_redirects=False) as up:
                     out_headers = {k: v for k, v in up.headers.items() if k.lower() not in HOP}
                     length = up.content_length
-                    if length is not None and length <= RELAY_ABOVE \
-                            and not up.headers.get("Content-Type", "").startswith("text/event-stream"):
-                        data = await up.read()
-                        if shard and up.status == 400 and b"model is not loaded" in data:
+                    head, whole = b"", False
+                    if not up.headers.get("Content-Type", "").startswith("text/event-stream") and \
+                            (up.status >= 400 or (length is not None and length <= RELAY_ABOVE)):
+                        # small answers and errors (whatever their framing) are read whole: one write, and an
+                        # error that says the shard's child is gone can be acted on
+                        head, whole = await read_bounded(up.content, RELAY_ABOVE)
+                    if whole:
+                        if shard and lost_child(up.status, head):
                             return NOT_LOADED
-                        return web.Response(status=up.status, body=data, headers=out_headers)
+                        return web.Response(status=up.status, body=head, headers=out_headers)
                     resp = web.StreamResponse(status=up.status, headers=out_headers)
                     started = True
                     await resp.prepare(request)
+                    if head:
+                        await resp.write(head)
                     async for chunk in up.content.iter_any():
                         await resp.write(chunk)
                     await resp.write_eof()
@@ -620,3 +639,28 @@ class Gate:
 
 #: what :meth:`Gate._forward` returns when the runtime says the shard is not loaded
 NOT_LOADED = object()
+
+
+async def read_bounded(stream: Any, limit: int) -> tuple[bytes, bool]:
+    """Up to ``limit`` bytes of an aiohttp stream: ``(data, True)`` when that is all of it, else what was
+    read so far and False (the caller relays the rest)."""
+    parts, n = [], 0
+    while n <= limit:
+        chunk = await stream.read(limit + 1 - n)
+        if not chunk:
+            return b"".join(parts), True
+        parts.append(chunk)
+        n += len(chunk)
+    return b"".join(parts), False
+
+
+def lost_child(status: int, body: bytes) -> bool:
+    """True when the router answered that the shard's child is gone: it is not loaded (400), or the child
+    did not take the connection (500 ``proxy error``: killed, and the router has not reaped it yet).
+
+    >>> lost_child(400, b'{"error":{"code":400,"message":"model is not loaded"}}'), lost_child(500, b"proxy error: x")
+    (True, True)
+    >>> lost_child(400, b'{"error":{"message":"model name is missing from the request"}}')
+    False
+    """
+    return (status == 400 and b"model is not loaded" in body) or (status == 500 and body.startswith(b"proxy error"))
