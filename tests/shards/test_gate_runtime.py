@@ -221,5 +221,5 @@ def test_many_clients_while_shards_load_unload_and_are_evicted(router, gate, tin
     snap = {s["name"]: s for s in g.snapshot()}
     assert sum(s["evictions"] for s in snap.values()) > 0
     assert snap["b"]["unloads"] > 0 and sum(s["loads"] for s in snap.values()) > 3
-    assert all(s["in_flight"] == 0 for s in snap.values()) and g.waiting == 0
+    assert all(s["in_flight"] == 0 for s in snap.values()) and g.waiting == 0, (g.waiting, snap)
     assert sum(s["refusals"] for s in snap.values()) == 0
