@@ -328,7 +328,7 @@ class Daemon:
     def pin_now(self) -> PinReport:
         if not (self.policy.pinning["enabled"] and self.placement and self.placement.inference):
             return self.last_pin
-        rep = self.pinner.pin(self.placement.inference, dry_run=self.cfg.dry_run)
+        rep = self.pinner.pin(self.placement.inference, dry_run=self.cfg.dry_run, threads=self.placement.threads)
         self.last_pin = rep
         if self.shards is not None and hasattr(self.shards, "measure"):
             self.shards.measure(rep.pids)

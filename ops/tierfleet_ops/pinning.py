@@ -180,12 +180,15 @@ class Pinner:
         self._procs[pid] = (proc, parse_thread_count(argv, env))
         return self._procs[pid]
 
-    def pin(self, cpus: list[int], dry_run: bool = False) -> PinReport:
+    def pin(self, cpus: list[int], dry_run: bool = False, threads: int | None = None) -> PinReport:
         """One pass: pin any thread whose mask is not ``cpus`` (``dry_run``: only count them).
 
+        ``threads`` is the thread count the placement wants (one per physical core of ``cpus``; default: one
+        per CPU); a runtime started with another count is reported, once per process and count.
         Original masks are written to the state file before the threads are changed.
         """
         want = set(cpus)
+        wanted_threads = threads if threads else len(want)
         rep = PinReport()
         if not want:
             return rep
@@ -204,7 +207,7 @@ class Pinner:
             except psutil.Error:
                 continue
             rep.pids.append(pid)
-            if configured is not None and configured != len(want):
+            if configured is not None and configured != wanted_threads:
                 rep.thread_mismatch[pid] = configured
             for tid in tids:
                 try:
@@ -230,8 +233,8 @@ class Pinner:
         self.pinned_total += 0 if dry_run else rep.newly_pinned
         for pid, n in rep.thread_mismatch.items():
             if self._reported.get(pid) != n:  # once per process and count, not every pass
-                log.warning("runtime pid %d runs %d threads but has %d inference CPUs (%s)",
-                            pid, n, len(want), format_cpulist(want))
+                log.warning("runtime pid %d runs %d threads but its placement wants %d (inference CPUs %s)",
+                            pid, n, wanted_threads, format_cpulist(want))
         self._reported = dict(rep.thread_mismatch)
         return rep
 

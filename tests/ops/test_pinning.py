@@ -86,6 +86,17 @@ def test_every_thread_is_pinned_and_new_threads_are_caught(runtime, tmp_path):
 
 
 @needs_two_cpus
+def test_the_thread_count_is_compared_with_the_placement_not_the_cpu_count(runtime, tmp_path):
+    """On an SMT host the unit runs one thread per physical core: two CPUs, one core, one thread is right."""
+    proc = runtime(1, "-t", "1")
+    pidfile = tmp_path / "rt.pid"
+    pidfile.write_text(f"{proc.pid}\n")
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    assert Pinner(RuntimeMatch(pidfile=str(pidfile))).pin(cpus, threads=1).thread_mismatch == {}
+    assert Pinner(RuntimeMatch(pidfile=str(pidfile))).pin(cpus, threads=2).thread_mismatch == {proc.pid: 1}
+
+
+@needs_two_cpus
 def test_find_by_executable_name_skips_other_processes(runtime, tmp_path):
     link = tmp_path / "llama-server"
     link.symlink_to(sys.executable)
