@@ -17,6 +17,8 @@ from tierfleet.artifacts.manifest import load_manifest, parse_manifest, publish
 from tierfleet.catalog import load_catalog, parse_catalog
 from tierfleet.deploys.shards import PRESET_PATH, shard_plan
 from tierfleet.exceptions import ConfigError, InventoryError
+from tierfleet.facts.ops import OpsPolicyShards
+from tierfleet.fleet_policy import host_policy, read_fleet_policy
 from tierfleet.lab.system import wait_until
 from tierfleet.settings import host_settings
 from tierfleet.shards import PresetShard, estimate_memory, gguf_info, parse_duration, render_preset
@@ -186,6 +188,61 @@ def test_plan_for_several_shards_is_the_router_behind_the_gate(tiny_models, tmp_
         "/opt/tierfleet/runtime/current/bin/llama-server", "--host", "127.0.0.1", "--port", "8081",
         "--models-preset", PRESET_PATH, "--models-max", "3", "--no-models-autoload", "--metrics"]
     assert "EnvironmentFile=" not in unit and "CPUAffinity=2 3" in unit
+
+
+def test_a_policy_rollout_keeps_the_hosts_shards(tiny_models, tmp_path):
+    """A fleet energy policy rolled onto a shard host keeps the section the tier deploy rendered (read back from
+    the host's policy file), and adds no metrics_url: in router mode the runtime's port is the gate's."""
+    cat = load_catalog()
+    settings = host_settings({"shards": [{"name": "a", "model": TINY, "ttl": "90s"},
+                                         {"name": "c", "model": TINY, "pinned": True}]}, cat, "inv.py: host x")
+    plan = shard_plan(settings.shards, {n: m for n, m in _manifests(tiny_models, tmp_path).items() if n in "ac"},
+                      tier=cat.tier("basic"), platform="cpu", model_root="/m", runtime_port=8080, threads=4,
+                      mlock=False, budget_gb=None, ram_bytes=8 * 2**30, gpu_memory_bytes=None, source="host x")
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined)
+    deployed = env.get_template("ops-policy.yaml.j2").render(ops_shards=plan.policy)
+    running = OpsPolicyShards().process(deployed.splitlines())
+    assert running["shards"]["mode"] == "router"
+
+    raw, _ = read_fleet_policy(Path(__file__).resolve().parents[2] / "inventory" / "policies" / "energy.yaml")
+    text, digest = host_policy(raw, "cpu", source="p: host x", shards=running["shards"])
+    rolled = parse_policy(text, "rolled")
+    assert rolled.hash == digest and rolled.shards == parse_policy(deployed, "deployed").shards
+    assert "metrics_url" not in rolled.runtime or rolled.runtime["metrics_url"] is None
+    assert "metrics_url: http" not in text and "slots_url: http" not in text
+    # a host without shards: no section, and the runtime's own metrics
+    text, _ = host_policy(raw, "cpu", source="p: host y", shards=None)
+    assert parse_policy(text).shards is None and "metrics_url: http://127.0.0.1:8080/metrics" in text
+
+
+@pytest.mark.parametrize(("where", "key"), [("", "shards"), ("platforms: {gpu: {shards: {}}}\n", "platforms.gpu.shards")])
+def test_a_fleet_policy_may_not_set_shards(tmp_path, where, key):
+    path = tmp_path / "p.yaml"
+    path.write_text("version: 1\n" + (where or "shards: {mode: sleep}\n"))
+    with pytest.raises(ConfigError) as info:
+        read_fleet_policy(path)
+    assert info.value.key == key and "each host's own data" in info.value.problem
+
+
+@pytest.mark.parametrize(("lines", "problem"), [
+    (["shards: !!python/object:os.system {}"], "not valid YAML"),
+    (["shards: {a: 2026-01-01}"], "holds values no policy has"),
+    (["shards: {memory_budget_bytes: .inf}"], "holds values no policy has"),
+    (["shards: {1: x}"], "holds values no policy has"),
+    (["shards: [router]"], "not a mapping"),
+    (["- a"], "not a mapping"),
+    (["shards: {a: [unclosed"], "not valid YAML"),
+    (["[" * 5000], "not valid YAML"),
+])
+def test_the_hosts_shards_section_read_back_hostile(lines, problem):
+    out = OpsPolicyShards().process(lines)
+    assert problem in out["error"] and "shards" not in out
+
+
+def test_the_hosts_shards_section_absent():
+    assert OpsPolicyShards().process([]) == {"shards": None}
+    assert OpsPolicyShards().process(["profiles: {}"]) == {"shards": None}
+    assert "'/etc/x y'" in OpsPolicyShards().command("/etc/x y")
 
 
 def test_plan_for_one_shard_is_llama_servers_own_sleep(tiny_models, tmp_path):
