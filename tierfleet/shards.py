@@ -40,8 +40,9 @@ from typing import Any
 
 import pydantic
 
+from tierfleet import rules
 from tierfleet.catalog import GB, ModelArtifact
-from tierfleet.exceptions import ConfigError
+from tierfleet.exceptions import ConfigError, RuleError
 
 #: shard names: what clients put in a request's ``model`` field, a preset section and a directory name
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -124,6 +125,15 @@ class ShardSpec(pydantic.BaseModel):
     @classmethod
     def _ttl(cls, v: Any) -> float:
         return parse_duration(v)
+
+    @pydantic.model_validator(mode="after")
+    def _release_id(self) -> ShardSpec:
+        """The shard's release id (``<name>-<quant>-<version>``) follows the release operations' rule."""
+        try:
+            rules.model_release_id(self.model.name, self.model.quant, self.version)
+        except RuleError as exc:
+            raise ValueError(f"shard {self.name}: {exc}") from None
+        return self
 
     @pydantic.model_validator(mode="after")
     def _pinned_is_never_unloaded(self) -> ShardSpec:

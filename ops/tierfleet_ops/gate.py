@@ -93,6 +93,9 @@ class Gate:
         self._posted: dict[str, float] = {}
         #: shards whose pending load the router has reported as started (a "loading" event)
         self._started: set[str] = set()
+        #: when the last event (or change the gate drove) for each shard was taken (monotonic): a /models list
+        #: sent before it is older news and does not overwrite it
+        self._news: dict[str, float] = {}
         self._change: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -236,6 +239,10 @@ class Gate:
             return
         old = st.state
         pending = self._pending.get(name)
+        if source == "sync" and issued is not None and self._news.get(name, -1.0) > issued:
+            return  # the list was sent before the last event for this shard: that event is newer
+        if source != "sync":
+            self._news[name] = time.monotonic()
         if source == "sync" and pending:
             # a change the gate drives: a list read before the runtime acknowledged it says nothing about it;
             # one read after it does (the event may have been missed while the event stream reconnected)
@@ -289,6 +296,7 @@ class Gate:
         st = self.states.get(name)
         if st is None:
             return
+        self._news[name] = time.monotonic()
         if self._pending.get(name) == "load":
             if state == "loading":
                 self._started.add(name)  # the router took up this load: its end is this load's end
@@ -425,6 +433,7 @@ class Gate:
         finally:
             self._pending.pop(name, None)
             self._posted.pop(name, None)
+            self._news[name] = time.monotonic()
             if st.state == "loading":
                 st.state = "unknown"
             self._publish()
@@ -474,6 +483,7 @@ class Gate:
         finally:
             self._pending.pop(name, None)
             self._posted.pop(name, None)
+            self._news[name] = time.monotonic()
             self._publish()
 
     def _unload_soon(self, name: str, evicted: bool = False) -> asyncio.Task[None] | None:
