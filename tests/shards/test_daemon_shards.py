@@ -121,24 +121,27 @@ def test_daemon_pins_router_children_and_reports_shards(tmp_path, cgroup, router
             {p: masks(p) for p in pids}
         st = wait_until(lambda: (s := status(sock))["signals"]["model_loaded"] and s, timeout=20)
         assert set(st["pinning"]["pids"]) >= set(pids)
-        a = next(s for s in st["shards"] if s["name"] == "a")
-        assert a["state"] == "loaded" and a["loads"] == 1 and a["wake_s"]["count"] == 1
-        assert wait_until(lambda: next(s for s in status(sock)["shards"] if s["name"] == "a")["rss_bytes"],
+        # a may already be past its TTL on a slow machine: its state is checked on c, which has none
+        a, c = (next(s for s in st["shards"] if s["name"] == n) for n in ("a", "c"))
+        assert a["loads"] == 1 and a["wake_s"]["count"] == 1 and c["state"] == "loaded"
+        assert wait_until(lambda: next(s for s in status(sock)["shards"] if s["name"] == "c")["rss_bytes"],
                           timeout=40) > 1 << 20
-        assert st["shard_budget"]["held_bytes"] == memory_of(tiny_models["a"]) + memory_of(tiny_models["c"])
+        held = {s["name"]: s["memory_bytes"] for s in st["shards"] if s["state"] in ("loading", "loaded", "unloading")}
+        assert "c" in held and st["shard_budget"]["held_bytes"] == sum(held.values())
 
         text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
         samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                    for f in text_string_to_metric_families(text) for s in f.samples}
-        assert samples[("tierfleet_ops_shard_loaded", (("shard", "a"),))] == 1.0
-        assert samples[("tierfleet_ops_shard_loads_total", (("shard", "c"),))] == 1.0
+        assert samples[("tierfleet_ops_shard_loaded", (("shard", "c"),))] == 1.0
+        assert samples[("tierfleet_ops_shard_loads_total", (("shard", "a"),))] == 1.0
         assert samples[("tierfleet_ops_shard_wake_seconds_count", (("shard", "a"),))] == 1.0
         assert samples[("tierfleet_ops_shard_memory_bytes", (("shard", "c"),))] == memory_of(tiny_models["c"])
 
         out = subprocess.run([sys.executable, "-m", "tierfleet_ops", "status", "--socket", sock],
                              capture_output=True, text=True, timeout=30).stdout
         assert "shards:   router mode" in out
-        assert any(ln.split()[:2] == ["a", "loaded"] for ln in out.splitlines()), out
+        assert any(ln.split()[:2] == ["c", "loaded"] for ln in out.splitlines()), out
+        assert any(ln.split()[0] == "a" and "loads 1 " in ln for ln in out.splitlines() if ln.strip()), out
 
         # a's TTL (3 s) passes: unloaded, its process gone; c (no TTL) stays
         assert wait_until(lambda: r.states()["a"] == "unloaded", timeout=30)
