@@ -65,7 +65,8 @@ def shard_lab(tmp_path_factory):
             models[n] = model(f"shard-{n}", quant, fs[0].name, sum(f.stat().st_size for f in fs))
         sign_lab_store(lab.root, log=lambda _: None, lab_cache=lab.cache)
         data = {
-            CPU: {"shards": [{"name": "a", "model": models["a"], "ttl": "20s"},
+            # a's TTL is far longer than the test: it is evicted, never timed out (b's TTL 0 is the TTL case)
+            CPU: {"shards": [{"name": "a", "model": models["a"], "ttl": "1h"},
                              {"name": "b", "model": models["b"], "ttl": 0},
                              {"name": "c", "model": models["c"], "pinned": True}],
                   # each tiny shard is estimated at ~70 MB with the advanced tier's context: room for two
