@@ -140,9 +140,13 @@ class Setup:
         return next(s for s in self.gate.snapshot() if s["name"] == name)
 
     def unload(self, name: str) -> None:
+        """Unload ``name`` and wait until its child has exited (its mappings gone, so its pages can be dropped)."""
+        child = self.child(name)
         c = Conn(self.rport)
         c.post("/models/unload", {"model": name})
         wait_until(lambda: self.shard(name)["state"] == "unloaded", timeout=60, interval=0.05)
+        if child is not None:
+            wait_until(lambda: not child.is_running(), timeout=60, interval=0.05)
 
     def child(self, name: str) -> psutil.Process | None:
         for p in psutil.Process(self.router.pid).children():
@@ -214,6 +218,8 @@ def main() -> None:
             for cold in (True, False):
                 reads, wakes, totals = [], [], []
                 for _ in range(args.repeat):
+                    if setup.shard("big")["state"] != "unloaded":
+                        setup.unload("big")  # a loaded child maps the file: its pages could not be dropped
                     if cold:
                         drop_cache(big)
                     reads.append(read_seconds(big))
