@@ -4,7 +4,8 @@
   with a budget for two: first-request loads, TTL unloads, LRU eviction, the pinned shard kept, every router
   child pinned by the unit's cgroup, the runtime SIGKILLed (systemd restarts it, the next request is served),
   a shard file damaged on the host (named in the answer; the others serve; the next deploy repairs it), a
-  rerun that changes nothing, and ``tierfleet status`` showing the shards;
+  rerun that changes nothing, ``tierfleet status`` showing the shards, and a fleet energy policy rolled out
+  that keeps them;
 - the Jetson serves one shard with llama-server's own ``--sleep-idle-seconds``: it sleeps, wakes on the next
   request, and the daemon reports it.
 """
@@ -16,6 +17,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tierfleet.lab.runner import grand_total, run_pyinfra
 from tierfleet.lab.spec import block_address
@@ -131,7 +133,7 @@ def shards(lab, host: str) -> dict[str, dict]:
     return {s["name"]: s for s in daemon(lab, host).get("shards", [])}
 
 
-def test_router_shards_on_the_cpu_server(shard_lab):
+def test_router_shards_on_the_cpu_server(shard_lab, tmp_path):
     lab, inv = shard_lab
     code, out = deploy(lab, inv, CPU, "advanced")
     assert code == 0, out[-5000:]
@@ -192,6 +194,29 @@ def test_router_shards_on_the_cpu_server(shard_lab):
     status = run_pyinfra_status(lab, inv)
     row = next(h for h in status if h["host"] == CPU)
     assert {s["name"]: s["state"] for s in row["shards"]}["c"] == "loaded"
+
+    # a fleet energy policy rolled out keeps the host's shards: the same section, the gate still serving
+    before = yaml.safe_load(sh(lab, CPU, "cat /etc/tierfleet-ops/policy.yaml"))
+    rc, report, out = policy_rollout(lab, inv, tmp_path)
+    assert rc == 0 and report["hosts"][CPU]["status"] == "ok", out[-3000:]
+    after = yaml.safe_load(sh(lab, CPU, "cat /etc/tierfleet-ops/policy.yaml"))
+    assert after["shards"] == before["shards"] and "metrics_url" not in after["runtime"]
+    assert daemon(lab, CPU)["policy"]["hash"] == report["hosts"][CPU]["after"]["policy"]
+    assert ask(lab, CPU, "a")[0] == 200 and shards(lab, CPU)["c"]["state"] == "loaded"
+
+
+def policy_rollout(lab, inv, tmp_path) -> tuple[int, dict | None, str]:
+    import os
+    import subprocess
+    import sys
+
+    exe = str(Path(sys.executable).with_name("tierfleet"))
+    report = tmp_path / "report.json"
+    run = subprocess.run([exe, "policy", "rollout", str(REPO / "inventory" / "policies" / "energy.yaml"), "-i",
+                          str(inv), "--limit", CPU, "--state", str(tmp_path / "state.json"), "--report", str(report),
+                          "--json"], capture_output=True, text=True, cwd=REPO, timeout=900,
+                         env=dict(os.environ, TIERFLEET_LAB_DIR=str(lab.root)))
+    return run.returncode, json.loads(report.read_text()) if report.exists() else None, run.stdout + run.stderr
 
 
 def run_pyinfra_status(lab, inv) -> list[dict]:
