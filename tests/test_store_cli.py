@@ -99,3 +99,20 @@ def test_publish_refuses_a_name_or_version_that_leaves_the_store(run, setup, tmp
     assert code == 2 and f"{option}: {value}: allowed" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2", "fleet.asc", "gnupg", "store"]
     assert not (store / "m-Q8_0" / "9").exists()
+def test_publish_a_split_model_with_its_gguf_figures(tmp_path, run):
+    from tierfleet.artifacts.gguf_tiny import write_tiny_gguf
+    from tierfleet.artifacts.manifest import load_manifest
+
+    files = write_tiny_gguf(tmp_path / "src" / "m.gguf", qtype="q8_0", split_max_tensors=8)
+    code, out = run("store", "publish", str(tmp_path / "store"), *map(str, files), "--name", "m-Q8_0",
+                    "--version", "1", "--compress")
+    assert code == 0, out
+    assert "published m-Q8_0 1: 3 file(s)" in out and "gguf: llama, 154144 tensor bytes, 2 layers" in out
+    m = load_manifest(tmp_path / "store" / "m-Q8_0" / "1" / "manifest.json")
+    assert m.entrypoint == files[0].name and m.extra["gguf"]["files"] == 3 and m.compressed
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + bytes(8))
+    code, out = run("store", "publish", str(tmp_path / "store"), str(bad), "--name", "bad", "--version", "1")
+    assert code == 0 and "no GGUF figures" in out and "cannot serve as a shard" in out
+    code, out = run("store", "publish", str(tmp_path / "store"), str(bad), "--name", "../x", "--version", "1")
+    assert code == 2 and "--name: ../x: allowed" in out and not (tmp_path / "x").exists()

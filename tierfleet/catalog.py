@@ -105,6 +105,22 @@ class Tier(pydantic.BaseModel):
     model: ModelArtifact
     runtime: RuntimeSettings
     reserved_cores: int = pydantic.Field(default=2, ge=0, le=MAX_CORES, description="physical cores kept for the OS")
+    shards: tuple[Any, ...] = pydantic.Field(
+        default=(), description="model shards loaded on demand instead of the one model (tierfleet.shards); "
+        "a host's own 'shards' data wins; none: the tier's model, always loaded")
+
+    @pydantic.field_validator("shards", mode="before")
+    @classmethod
+    def _shards(cls, v: Any) -> Any:
+        from tierfleet.shards import ShardSpec
+
+        if not isinstance(v, (list, tuple)):
+            raise ValueError("must be a list of shards")
+        names = [x.get("name") if isinstance(x, dict) else getattr(x, "name", None) for x in v]
+        for n in names:
+            if n is not None and names.count(n) > 1:
+                raise ValueError(f"shard {n!r} is listed twice; shard names are unique")
+        return tuple(ShardSpec.model_validate(x) if not isinstance(x, ShardSpec) else x for x in v)
 
 
 class Catalog(pydantic.BaseModel):

@@ -25,7 +25,11 @@ the board, and a number of watts must lie inside every GPU's constraints; a host
 before its policy changes.
 
 **Host parts.** Unless the file sets them, the ``runtime`` section (the host's llama-server port and unit) and
-``pinning.reserve_cores`` (its tier's) come from the host, as the tier deploy's template does.
+``pinning.reserve_cores`` (its tier's) come from the host, as the tier deploy's template does. A host's model
+shards (the policy's ``shards`` section) are its own data, rendered by the tier deploy from its inventory and
+the shards' manifests: a rollout keeps the section the host runs, and a fleet policy may not set one. In router
+mode the runtime's port is the shard gate's, so no ``metrics_url`` or ``slots_url`` is added there (the gate
+counts the queue).
 
 :func:`check_fleet_policy` validates the file for every platform with the daemon's own validator;
 :func:`host_policy` renders one host's policy and its hash (what the daemon will report once it runs it).
@@ -72,6 +76,10 @@ def read_fleet_policy(path: str | Path) -> tuple[dict[str, Any], str]:
     platforms = raw.get("platforms", {})
     if not isinstance(platforms, dict):
         raise ConfigError(str(p), "platforms", f"must be a mapping with keys {', '.join(PLATFORMS)}")
+    for where, doc in (("", raw), *((f"platforms.{k}.", v) for k, v in platforms.items())):
+        if isinstance(doc, dict) and "shards" in doc:
+            raise ConfigError(str(p), f"{where}shards", "model shards are each host's own data (inventory "
+                              "'shards', rendered by the tier deploy); a fleet policy may not set them")
     for key, section in platforms.items():
         if key not in PLATFORMS:
             raise ConfigError(str(p), f"platforms.{key}", f"unknown platform; allowed: {', '.join(PLATFORMS)}")
@@ -95,13 +103,18 @@ def for_platform(raw: dict[str, Any], platform: str) -> dict[str, Any]:
     return _merge(base, (raw.get("platforms") or {}).get(platform) or {})
 
 
-def _host_parts(doc: dict[str, Any], runtime_port: int, unit: str, reserve: int) -> dict[str, Any]:
+def _host_parts(doc: dict[str, Any], runtime_port: int, unit: str, reserve: int,
+                shards: dict[str, Any] | None = None) -> dict[str, Any]:
     runtime = doc.setdefault("runtime", {}) if isinstance(doc.get("runtime", {}), dict) else doc["runtime"]
-    if isinstance(runtime, dict):
+    routed = isinstance(shards, dict) and shards.get("mode") == "router"
+    if isinstance(runtime, dict) and not routed:
         runtime.setdefault("metrics_url", f"http://127.0.0.1:{int(runtime_port)}/metrics")
         runtime.setdefault("slots_url", f"http://127.0.0.1:{int(runtime_port)}/slots")
+    if isinstance(runtime, dict):
         if not any(k in runtime for k in ("unit", "pidfile", "container", "container_label", "name")):
             runtime["unit"] = unit
+    if shards is not None:
+        doc["shards"] = copy.deepcopy(shards)
     pinning = doc.setdefault("pinning", {})
     if isinstance(pinning, dict):
         pinning.setdefault("reserve_cores", int(reserve))
@@ -142,8 +155,12 @@ def check_fleet_policy(raw: dict[str, Any], source: str) -> dict[str, str]:
 def host_policy(raw: dict[str, Any], platform: str, *, source: str, jetson_modes: dict[str, str] | None = None,
                 board_modes: list[str] | None = None, gpu_power_w: dict[str, int] | None = None,
                 gpu_range_w: tuple[float, float] | None = None, runtime_port: int = 8080,
-                unit: str = "llama-server.service", reserve: int = 2) -> tuple[str, str]:
+                unit: str = "llama-server.service", reserve: int = 2,
+                shards: dict[str, Any] | None = None) -> tuple[str, str]:
     """One host's policy text and the hash its daemon will report (:func:`tierfleet_ops.policy.parse_policy`).
+
+    ``shards``: the ``shards`` section of the policy the host runs now (:class:`tierfleet.facts.ops.OpsPolicyShards`),
+    kept as it is; the daemon's validator checks it with the rest.
 
     Raises :class:`ConfigError` naming the key when the policy asks this host for a mode its board does not
     have, a level it has no value for, or a power limit outside its GPUs' constraints.
@@ -151,7 +168,7 @@ def host_policy(raw: dict[str, Any], platform: str, *, source: str, jetson_modes
     from tierfleet_ops.errors import ConfigError as OpsConfigError
     from tierfleet_ops.policy import parse_policy
 
-    doc = _host_parts(for_platform(raw, platform), runtime_port, unit, reserve)
+    doc = _host_parts(for_platform(raw, platform), runtime_port, unit, reserve, shards)
     for pname, section in _settings(doc, "jetson", "nvpmodel"):
         value, key = section["nvpmodel"], f"profiles.{pname}.jetson.nvpmodel"
         if value in LEVELS:

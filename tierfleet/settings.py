@@ -14,6 +14,7 @@ from tierfleet import rules
 from tierfleet.artifacts.signing import load_public_key
 from tierfleet.catalog import Catalog, ModelArtifact
 from tierfleet.exceptions import ConfigError, InventoryError, RuleError
+from tierfleet.shards import ShardSpec, check_shard_list
 from tierfleet.validation import validate
 
 _PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9.+-]{1,127}")
@@ -124,6 +125,16 @@ class HostSettings(pydantic.BaseModel):
         description="sha256 of the file at l4t_repo_key (64 lowercase hex digits): the key is installed only "
         "when it matches; required on Jetsons",
     )
+    shards: tuple[ShardSpec, ...] | None = pydantic.Field(
+        default=None,
+        description="model shards loaded on demand ({name, model, version, ttl, preload, pinned, context_size, "
+        "parallel}); overrides the tier's; [] turns the tier's off",
+    )
+    shard_memory_budget_gb: float | None = pydantic.Field(
+        default=None, gt=0, le=100000,
+        description="memory the loaded shards may hold, decimal GB (default: from the host's GPU memory, unified "
+        "memory or RAM, see tierfleet.shards.default_budget)",
+    )
 
 
 CUDA_REPOS = "https://developer.download.nvidia.com/compute/cuda/repos"
@@ -176,6 +187,8 @@ def host_settings(data: dict[str, Any], catalog: Catalog, source: str) -> HostSe
     elif settings.artifact_store.startswith("http://"):
         raise InventoryError(source, "artifact_store", f"{settings.artifact_store!r}: an http:// store is allowed "
                              "only with signed manifests; set artifact_key (or use https:// or a local path)")
+    if settings.shards:
+        check_shard_list(settings.shards, source, error=InventoryError)
     if settings.tier != "auto" and settings.tier not in catalog.tiers:
         allowed = ", ".join(("auto", *catalog.names))
         raise InventoryError(source, "tier", f"unknown tier {settings.tier!r}; allowed: {allowed}")

@@ -58,7 +58,8 @@ def validate(model: type[M], data: Any, source: str, error: type[ConfigError] = 
     except pydantic.ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         problem = _problem(first)
-        field = model.model_fields.get(str(first["loc"][0])) if first["loc"] else None
+        # a field's description says what is allowed only for the field itself, not for keys inside it
+        field = model.model_fields.get(str(first["loc"][0])) if len(first["loc"]) == 1 else None
         if first["type"] == "string_pattern_mismatch" and field is not None and field.description:
             problem = f"allowed: {field.description} (got {_got(first['input'])})"
         raise error(source, _key(first["loc"]), problem) from None

@@ -4,4 +4,4 @@ It runs on Jetsons, x86 servers and GPU nodes in its own virtual environment and
 neither pyinfra nor the ``tierfleet`` control package.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

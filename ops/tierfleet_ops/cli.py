@@ -72,6 +72,35 @@ def print_changes(result: dict[str, Any]) -> None:
         click.echo("  nothing to compare: no knob of this profile exists on this host")
 
 
+def print_shards(shards: list[dict[str, Any]], budget: dict[str, Any] | None) -> None:
+    """One line per shard: state, memory (estimate / resident), last use, counters, wake-up latency."""
+    if not shards:
+        return
+    import time
+
+    from .shards import fmt_bytes
+
+    if budget:
+        total = "-" if budget.get("budget_bytes") is None else fmt_bytes(budget["budget_bytes"])
+        click.echo(f"shards:   {budget['mode']} mode, {fmt_bytes(budget['held_bytes'])} held of {total} "
+                   f"{budget['memory_kind']}" + (f", {budget['waiting']} waiting" if budget.get("waiting") else ""))
+    for s in shards:
+        mem = "-" if s.get("memory_bytes") is None else fmt_bytes(s["memory_bytes"])
+        if s.get("rss_bytes") is not None:
+            mem += f" (rss {fmt_bytes(s['rss_bytes'])})"
+        last = "never" if s.get("last_used") is None else f"{max(0.0, time.time() - s['last_used']):.0f}s ago"
+        w = s.get("wake_s") or {}
+        wake = f"{w['sum'] / w['count']:.2f}s avg of {w['count']}" if w.get("count") else "-"
+        flags = "".join(f" {f}" for f in ("pinned", "preload") if s.get(f))
+        ttl = s.get("ttl_s")
+        ttl_s = "never" if ttl is None or ttl < 0 else f"{ttl:g}s"
+        click.echo(f"  {s['name']:<16} {s['state']:<9} {mem:<22} last {last:<9} ttl {ttl_s}{flags}  "
+                   f"loads {s['loads']} unloads {s['unloads']} evictions {s['evictions']} "
+                   f"refused {s.get('refusals', 0)}  wake {wake}")
+        if s.get("error"):
+            click.echo(f"  {'':<16} error: {s['error']}")
+
+
 def make_cli() -> click.Group:
     @click.group()
     @click.version_option(package_name="tierfleet-ops")
@@ -150,6 +179,7 @@ def make_cli() -> click.Group:
             click.echo(f"warning:  energy records are dropped: {rec['error']}")
         for m in st["other_power_managers"]:
             click.echo(f"warning:  another power manager is running: {m}")
+        print_shards(st.get("shards") or [], st.get("shard_budget"))
 
     @cli.group()
     def profile() -> None:

@@ -152,6 +152,8 @@ class Daemon:
         self._next_record = float("-inf")
         self.server: Any = None
         self.metrics_server: Any = None
+        #: model shards loaded on demand (the gate, or the single shard's sleep watch); None without them
+        self.shards: Any = None
         #: why the daemon must stop (set from any thread by :meth:`fatal`)
         self.fatal_error: BaseException | None = None
         self._stopped = False
@@ -189,6 +191,12 @@ class Daemon:
 
             self.server = ControlServer(self, self.cfg.socket_path, self.cfg.socket_group, on_fatal=self.fatal)
             self.server.start()
+        try:
+            self.shards = self.start_shards(self.policy.shards)
+        except BaseException:
+            if self.server:
+                self.server.stop()
+            raise
         self.backends, self.absent = probe_backends(self.cfg.ctx, self.cfg.backends)
         names = list(self.state.originals)
         for b in self.backends:
@@ -215,6 +223,47 @@ class Daemon:
         notify(f"READY=1\nSTATUS=profile {self.selector.current}, policy {self.policy.hash}")
         log.info("started", extra={"fields": {"profile": self.selector.current, "policy": self.policy.hash,
                                               "backends": ",".join(b.name for b in self.backends)}})
+
+    # --- model shards -------------------------------------------------------------------------
+
+    def start_shards(self, cfg: Any) -> Any:
+        """The shard gate (router mode) or the single shard's sleep watch for ``cfg``; None without shards.
+        A gate whose port is taken raises :class:`ControlError` (at start, before anything is changed)."""
+        if cfg is None:
+            return None
+        if cfg.mode == "sleep":
+            from .shards import SleepWatch
+
+            return SleepWatch(cfg)
+        from .gate import Gate
+
+        gate = Gate(cfg, on_loaded=self._shard_loaded)
+        gate.start()
+        return gate
+
+    def _shard_loaded(self, name: str) -> None:
+        """A shard came up in a new runtime process: pin its threads at the next tick, not a pinning interval later."""
+        self._next_pin = 0.0
+
+    def stop_shards(self) -> None:
+        if self.shards is not None:
+            (getattr(self.shards, "stop", None) or self.shards.close)()
+            self.shards = None
+
+    def shard_signals(self, now: float) -> None:
+        """Fold the shards into this tick's signals: no shard loaded is "no model loaded" (the idle
+        profile), and requests in flight or waiting for a shard are the queue."""
+        sh = self.shards
+        if sh is None:
+            return
+        if hasattr(sh, "tick"):
+            sh.tick(now, time.time())
+        loaded = sh.any_loaded()
+        if loaded is not None:
+            self.sample["model_loaded"] = loaded
+        q = sh.queue()
+        if q is not None:
+            self.sample["queue"] = 100.0 * q / (self.policy.runtime.get("queue_full") or 4)
 
     def check_power_managers(self) -> None:
         """Warn (once per change) when tuned, power-profiles-daemon or auto-cpufreq runs."""
@@ -327,6 +376,8 @@ class Daemon:
                 self.state.forget(name)
         rep = self.pinner.pin(self.placement.inference, dry_run=self.cfg.dry_run, threads=self.placement.threads)
         self.last_pin = rep
+        if self.shards is not None and hasattr(self.shards, "measure"):
+            self.shards.measure(rep.pids)
         return rep
 
     # --- the loop -----------------------------------------------------------------------------
@@ -346,6 +397,7 @@ class Daemon:
             runtime_found = bool(self.last_pin.pids) if not self.pinner.match.empty() else None
             self.sample = self.signals.sample(self.placement.inference if self.placement else None,
                                               self.readings.get("gpu_util_pct"), runtime_found)
+            self.shard_signals(now)
             self.load = combine(self.sample, self.policy.switching["signals"])
             new = self.selector.step(now, self.load, self.sample.get("model_loaded"), datetime.now())
             if new:
@@ -416,6 +468,13 @@ class Daemon:
         self.recorder.max_bytes = new.records["max_kib"] * 1024
         if new.records["interval_s"] != old.records["interval_s"]:
             self._next_record = float("-inf")
+        if new.shards != old.shards:
+            self.stop_shards()
+            try:
+                self.shards = self.start_shards(new.shards)
+            except ControlError as exc:
+                self.policy_error = f"shards: {exc}"
+                log.error("shards: %s; running without them", exc)
         log.info("policy reloaded", extra={"fields": {"old": old.hash, "new": new.hash}})
         self.apply_profile(self.selector.held or current, "reload")
         self.update_placement(force=True)
@@ -490,6 +549,7 @@ class Daemon:
         if self.metrics_server:
             step("metrics", self.metrics_server.shutdown)
             step("metrics", self.metrics_server.server_close)
+        step("shards", self.stop_shards)
         with self.lock:
             if self.ticks and self.policy.records["enabled"]:
                 # the last stretch up to now belongs to the live profile (the counters as of the last tick)
@@ -550,7 +610,20 @@ class Daemon:
                 "skipped": [{"knob": s.name, "reason": s.reason} for s in self.last_skipped],
                 "originals": dict(self.state.originals),
                 "records": self.recorder.status(),
+                "shards": self.shards.snapshot() if self.shards is not None else [],
+                "shard_budget": self.shard_budget(),
             }
+
+    def shard_budget(self) -> dict[str, Any] | None:
+        """The shards' memory budget and what the loaded ones hold by their estimates (bytes)."""
+        cfg = self.policy.shards
+        if cfg is None or self.shards is None:
+            return None
+        snap = self.shards.snapshot()
+        held = sum(s["memory_bytes"] or 0 for s in snap if s["state"] in ("loading", "loaded", "unloading"))
+        return {"mode": cfg.mode, "budget_bytes": cfg.memory_budget_bytes, "memory_kind": cfg.memory_kind,
+                "held_bytes": held, "listen": cfg.listen, "runtime_url": cfg.runtime_url,
+                "runtime_up": getattr(self.shards, "runtime_up", None), "waiting": getattr(self.shards, "waiting", 0)}
 
     def hold(self, profile: str | None) -> None:
         with self.lock:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 
 from .records import ENERGY, POWER  # readings key -> source label, shared with the energy records
 
@@ -81,9 +81,65 @@ class DaemonCollector:
                                   value=st["reapplied_total"])
         if st["load_pct"] is not None:
             yield GaugeMetricFamily(P + "load_percent", "combined load signal, %", value=st["load_pct"])
+        yield from shard_metrics(st["shards"], st.get("shard_budget"))
         info = InfoMetricFamily(P + "policy", "the applied policy")
         info.add_metric([], {"hash": st["policy"]["hash"], "reload_error": "1" if st["policy"]["error"] else "0"})
         yield info
+
+
+#: shard counters: status key -> (metric suffix, help)
+SHARD_COUNTERS = {
+    "loads": ("shard_loads", "shard loads that completed (llama-server router POST /models/load)"),
+    "unloads": ("shard_unloads", "shard unloads: TTL, eviction or after each request (POST /models/unload)"),
+    "evictions": ("shard_evictions", "unloads to make room for another shard (least recently used, idle)"),
+    "refusals": ("shard_refusals", "requests the gate answered itself: never fits, failed shard, no room in time"),
+    "failures": ("shard_load_failures", "loads that failed (a damaged file, the runtime's child exiting)"),
+}
+
+
+def shard_metrics(shards: list[dict[str, Any]], budget: dict[str, Any] | None) -> Iterator[Any]:
+    """Per-shard families: state, memory (estimate and resident), last use, counters and the wake-up
+    latency histogram (``curl -s 127.0.0.1:9464/metrics | grep shard``)."""
+    if not shards:
+        return
+    state = GaugeMetricFamily(P + "shard_state", "1 for each shard's state (loaded, sleeping, unloaded, ...)",
+                              labels=["shard", "state"])
+    loaded = GaugeMetricFamily(P + "shard_loaded", "1 while the shard holds memory (loading, loaded, unloading)",
+                               labels=["shard"])
+    mem = GaugeMetricFamily(P + "shard_memory_bytes", "the shard's memory estimate (weights + KV cache), bytes",
+                            labels=["shard"])
+    rss = GaugeMetricFamily(P + "shard_resident_bytes", "resident memory of the shard's runtime process, bytes "
+                            "(ps -o rss of the router child serving it)", labels=["shard"])
+    last = GaugeMetricFamily(P + "shard_last_used_timestamp_seconds", "when the last request for the shard ended, "
+                             "seconds since the epoch", labels=["shard"])
+    flight = GaugeMetricFamily(P + "shard_requests_in_flight", "requests being served by the shard",
+                               labels=["shard"])
+    counters = {k: CounterMetricFamily(P + m, h, labels=["shard"]) for k, (m, h) in SHARD_COUNTERS.items()}
+    wake = HistogramMetricFamily(P + "shard_wake_seconds", "from a request for an unloaded shard to the shard "
+                                 "loaded (eviction and load included), seconds", labels=["shard"])
+    for s in shards:
+        n = s["name"]
+        state.add_metric([n, s["state"]], 1.0)
+        loaded.add_metric([n], 1.0 if s["state"] in ("loading", "loaded", "unloading") else 0.0)
+        if s.get("memory_bytes") is not None:
+            mem.add_metric([n], float(s["memory_bytes"]))
+        if s.get("rss_bytes") is not None:
+            rss.add_metric([n], float(s["rss_bytes"]))
+        if s.get("last_used") is not None:
+            last.add_metric([n], float(s["last_used"]))
+        flight.add_metric([n], float(s.get("in_flight") or 0))
+        for k, fam in counters.items():
+            fam.add_metric([n], float(s.get(k) or 0))
+        w = s.get("wake_s") or {}
+        buckets = [(str(float(b)) if b != "+Inf" else "+Inf", c) for b, c in w.get("buckets", [])]
+        if buckets:
+            wake.add_metric([n], buckets, w.get("sum", 0.0))
+    yield from (state, loaded, mem, rss, last, flight, *counters.values(), wake)
+    if budget and budget.get("budget_bytes") is not None:
+        yield GaugeMetricFamily(P + "shard_memory_budget_bytes", "memory the loaded shards may hold, bytes",
+                                value=float(budget["budget_bytes"]))
+        yield GaugeMetricFamily(P + "shard_memory_held_bytes", "memory the loaded shards hold by their "
+                                "estimates, bytes", value=float(budget["held_bytes"]))
 
 
 def make_registry(daemon: Daemon) -> CollectorRegistry:

@@ -28,6 +28,8 @@ import yaml
 from pydantic import BeforeValidator, Field, ValidationError, create_model
 
 from .errors import ConfigError
+from .shards import allowed_keys as shards_allowed_keys
+from .shards import shards_config, shards_field
 from .settings import Section, Setting, boolean, checked, config_error, int_range, name, not_null, one_of, \
     section_model, setting_field
 
@@ -224,6 +226,8 @@ class Policy:
     model: Any = None
     #: the energy records (:mod:`tierfleet_ops.records`): enabled, interval_s, max_kib
     records: dict[str, Any] = field(default_factory=lambda: {k: s.default for k, s in RECORDS.items()})
+    #: model shards loaded on demand (:mod:`tierfleet_ops.shards`); ``None``: one model, always loaded
+    shards: Any = None
 
     @property
     def default_profile(self) -> str:
@@ -283,6 +287,7 @@ def policy_model() -> type[Section]:
         pinning=_section(section_model("pinning", PINNING), "a mapping of " + ", ".join(PINNING)),
         records=_section(section_model("records", RECORDS), "a mapping of " + ", ".join(RECORDS)),
         windows=(Annotated[list[WindowModel], BeforeValidator(not_null("a list of windows"))], []),
+        shards=shards_field(),
     )
 
 
@@ -291,7 +296,9 @@ def _allowed_keys(loc: tuple[Any, ...]) -> tuple[str, str]:
     tables = backend_tables()
     if not loc:
         return "key", ", ".join(sorted(set(TOP) | {"profiles", "switching", "runtime", "pinning", "records",
-                                                   "windows"}))
+                                                   "windows", "shards"}))
+    if loc[0] == "shards":
+        return shards_allowed_keys(loc)
     if loc[0] == "profiles" and len(loc) == 2:
         return "backend", ", ".join(sorted(tables))
     if loc[0] == "profiles" and len(loc) == 3 and loc[2] in tables:
@@ -376,11 +383,12 @@ def _validate(raw: Any, source: str) -> Policy:
         if w.mode == "cap" and w.profile not in sw["order"]:
             raise ConfigError(source, f"windows[{i}].profile", "a cap must be one of switching.order")
         windows.append(Window(w.profile, w.start, w.end, w.days, w.mode))
+    shards = shards_config(model.shards, source)  # type: ignore[attr-defined]
     canon = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
     digest = hashlib.sha256(canon.encode()).hexdigest()[:12]
     return Policy(source, top, profiles, sw, model.runtime.model_dump(),  # type: ignore[attr-defined]
                   model.pinning.model_dump(), windows, digest, model,  # type: ignore[attr-defined]
-                  model.records.model_dump())  # type: ignore[attr-defined]
+                  model.records.model_dump(), shards)  # type: ignore[attr-defined]
 
 
 #: the largest policy file read (a policy is a few KiB)

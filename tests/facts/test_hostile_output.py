@@ -29,6 +29,10 @@ SEEDS = {
     "cpu.AllowedCpus": ["Cpus_allowed_list:\t0-3,8,10-11"],
     "ops.PythonVersion": ["3.11"],
     "ops.OpsInstalled": ["tierfleet-ops, version 0.4.0"],
+    "ops.OpsPolicyShards": ["shards:", "  mode: router", "  runtime_url: \"http://127.0.0.1:8081\"",
+                            "  listen: \"127.0.0.1:8080\"", "  memory_budget_bytes: 3500000000", "  models:",
+                            "    \"chat\":", "      memory_bytes: 2100000000", "      ttl_s: 300.0",
+                            "      files:", "        - {path: \"/var/lib/m/a.gguf\", size: 1889785344}"],
     "packages.AptHeld": ["cuda-drivers-570", "nvidia-utils-570-server:amd64"],
     "packages.DebInstalled": ["cuda-drivers-570\tinstalled", "nvidia-driver-550\tconfig-files"],
 }

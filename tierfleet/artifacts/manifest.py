@@ -234,17 +234,31 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _is_gguf(path: Path) -> bool:
+    """True when the file starts with the GGUF magic (``GGUF``)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
 def publish(store: Path, files: list[Path], *, kind: str, name: str, version: str,
             variant: str | None = None, compress: bool = False, level: int = 19,
             entrypoint: str | None = None, extra: dict[str, Any] | None = None) -> Manifest:
     """Copy ``files`` into ``<store>/<name>/<version>/`` with a manifest; return the manifest.
 
-    With ``compress`` each file also gets a ``.zst`` form (Zstandard ``level``). Publishing the
+    With ``compress`` each file also gets a ``.zst`` form (Zstandard ``level``). A model of GGUF files (by
+    their magic) gets their figures in ``extra["gguf"]`` (:func:`tierfleet.shards.gguf_info`: tensor bytes, layers,
+    K/V widths...), from which a host's shard memory estimate is made; files that cannot be read as
+    GGUF get ``extra["gguf_error"]`` instead (and cannot serve as a shard). Publishing the
     same content again is a no-op; a different content under an existing version is refused
     (versions are immutable).
     """
     from tierfleet.artifacts.compress import compress_file
 
+    for key, value in (("name", name), ("version", version)):  # before any path is made of them
+        _str(str(store), key, value, NAME_RE, "letters, digits, '.', '_', '+', '-'")
     dest = Path(store) / name / version
     mpath = dest / MANIFEST_NAME
     if mpath.exists():  # versions are immutable: refuse other content before a published file is touched
@@ -253,6 +267,7 @@ def publish(store: Path, files: list[Path], *, kind: str, name: str, version: st
         if wanted != published:
             raise ConfigError(str(mpath), "version",
                               f"{name} {version} is already published with other content; publish a new version")
+    extra = dict(extra or {})
     entries: list[ArtifactFile] = []
     dest.mkdir(parents=True, exist_ok=True)
     for src in files:
@@ -276,16 +291,18 @@ def publish(store: Path, files: list[Path], *, kind: str, name: str, version: st
                 os.replace(tmp, zpath)
             zst = Blob(zpath.name, zpath.stat().st_size, sha256_file(zpath))
         entries.append(ArtifactFile(src.name, src.stat().st_size, sha, zst))
+    if kind == "model" and "gguf" not in extra and all(_is_gguf(Path(f)) for f in files):
+        from tierfleet.shards import gguf_info
+
+        try:  # a shard's memory estimate is made from these, signed with the manifest
+            extra["gguf"] = gguf_info([Path(f) for f in files])
+        except ConfigError as exc:  # published all the same (a bad model is the health gate's to catch)
+            extra["gguf_error"] = str(exc)
     manifest = manifest_from_dict(
         {"schema": SCHEMA, "kind": kind, "name": name, "version": version, "variant": variant,
          "entrypoint": entrypoint or entries[0].path, "files": [e.to_dict() for e in entries],
          **({"extra": extra} if extra else {})},
         source=str(dest / MANIFEST_NAME),
     )
-    if mpath.exists():
-        old = load_manifest(mpath)
-        if old.digests() != manifest.digests():
-            raise ConfigError(str(mpath), "version",
-                              f"{name} {version} is already published with other content; publish a new version")
     _write_atomic(mpath, (manifest.to_json() + "\n").encode())
     return manifest

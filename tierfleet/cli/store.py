@@ -1,4 +1,4 @@
-"""``tierfleet store``: sign and verify the manifests of an artifact store (a directory)."""
+"""``tierfleet store``: publish models into an artifact store (a directory), sign and verify its manifests."""
 
 from __future__ import annotations
 
@@ -28,8 +28,10 @@ def store() -> None:
 def publish(store: Path, files: tuple[Path, ...], name: str, version: str, kind: str, compress: bool) -> None:
     """Copy FILES into STORE/<name>/<version>/ with their manifest (sizes, sha256); the first file is the entry point.
 
-    Versions are immutable: the same files again change nothing, other files under a published version are
-    refused. Sign the new manifest with `tierfleet store sign` before hosts will take it.
+    A model's GGUF files (one, or every file of a split set, the first first) get their figures (tensor bytes,
+    layers, K/V widths, vocabulary) in the manifest's ``extra``, from which hosts serving it as a shard
+    estimate its memory. Versions are immutable: the same files again change nothing, other files under a
+    published version are refused. Sign the new manifest with `tierfleet store sign` before hosts will take it.
     """
     from tierfleet import rules
     from tierfleet.artifacts.manifest import publish as publish_files
@@ -40,9 +42,16 @@ def publish(store: Path, files: tuple[Path, ...], name: str, version: str, kind:
             rules.artifact_name(value)
         except RuleError as exc:
             raise ConfigError(key, value, str(exc)) from None
-    manifest = publish_files(store, list(files), kind=kind, name=name, version=version, compress=compress)
-    click.echo(f"published {store / name / version / 'manifest.json'} ({len(manifest.files)} file(s)); "
-               "sign it: tierfleet store sign")
+    m = publish_files(store, list(files), kind=kind, name=name, version=version, compress=compress)
+    click.echo(f"published {m.name} {m.version}: {len(m.files)} file(s), {m.size} bytes, "
+               f"{store / name / version / 'manifest.json'}; sign it: tierfleet store sign")
+    if kind == "model":
+        if "gguf" in m.extra:
+            g = m.extra["gguf"]
+            click.echo(f"gguf: {g['arch']}, {g['tensor_bytes']} tensor bytes, {g['n_layer']} layers, "
+                       f"K/V {g['k_dim']}/{g['v_dim']}, vocabulary {g['n_vocab']}")
+        else:
+            click.echo(f"no GGUF figures: {m.extra.get('gguf_error', 'not GGUF files')} (it cannot serve as a shard)")
 
 
 @store.command()

@@ -22,6 +22,7 @@ from tierfleet.artifacts.llama_build import variant_name
 from tierfleet.artifacts.signing import keyring_b64
 from tierfleet.catalog import ModelArtifact
 from tierfleet.deploys import stack
+from tierfleet.deploys.shards import PRESET_PATH, effective_shards, shard_plan
 from tierfleet.exceptions import ConfigError
 from tierfleet.facts.artifacts import StoreManifest, manifest_of, manifest_url
 from tierfleet.facts.cpu import AllowedCpus
@@ -123,6 +124,12 @@ def tier(tier: str | None = None) -> None:
     model = settings.model or chosen.model
     store = settings.artifact_store.rstrip("/")
     model_root = settings.model_dir.rstrip("/")
+    # model shards (tierfleet.shards): one is the host's model, put to sleep when idle; several run in router mode
+    shards = effective_shards(settings.shards, chosen)
+    model_version = settings.model_version
+    if len(shards) == 1:
+        model, model_version = shards[0].model, shards[0].version
+    routed = len(shards) > 1
 
     # every artifact's manifest first: a missing one fails the host before anything changes
     runtime_release = f"{settings.runtime_version}+{settings.runtime_variant or runtime_variant(profile)}"
@@ -130,14 +137,31 @@ def tier(tier: str | None = None) -> None:
     python = host.get_fact(PythonVersion) or "3"
     ops_release = wheelhouse.release_name(wheelhouse.ops_version(), python, profile.arch or "x86_64")
     manifests = {}
-    for key, url, what in (
-        ("runtime", manifest_url(store, "llama-server", runtime_release), "runtime"),
-        ("model", manifest_url(store, model_name, settings.model_version), "model"),
-        ("ops", manifest_url(store, wheelhouse.NAME, ops_release), "ops daemon"),
-    ):
+    wanted = [("runtime", manifest_url(store, "llama-server", runtime_release), "runtime")]
+    if routed:
+        wanted += [(f"shard:{sh.name}", manifest_url(store, f"{sh.model.name}-{sh.model.quant}", sh.version),
+                    f"shard {sh.name}") for sh in shards]
+    else:
+        wanted.append(("model", manifest_url(store, model_name, model_version), "model"))
+    wanted.append(("ops", manifest_url(store, wheelhouse.NAME, ops_release), "ops daemon"))
+    for key, url, what in wanted:
         manifests[key], error = _manifest(url, what, settings.artifact_key)
         if error:
             failure.fail(name="Artifacts are in the store", message=error)
+            return
+
+    placement = place(facts["topology"], host.get_fact(AllowedCpus), chosen.reserved_cores)
+    plan = None
+    if shards:
+        try:
+            plan = shard_plan(shards, {sh.name: manifests[f"shard:{sh.name}"] if routed else manifests["model"]
+                                       for sh in shards}, tier=chosen, platform=profile.platform,
+                              model_root=model_root, runtime_port=settings.runtime_port, threads=placement.threads,
+                              mlock=settings.mlock, budget_gb=settings.shard_memory_budget_gb,
+                              ram_bytes=profile.ram_bytes, gpu_memory_bytes=profile.gpu_memory_bytes,
+                              source=f"host {host.name}")
+        except ConfigError as exc:
+            failure.fail(name="Model shards fit the host", message=str(exc))
             return
 
     apt.packages(name="Host tools for the deploy", packages=HOST_TOOLS, no_recommends=True)
@@ -146,33 +170,39 @@ def tier(tier: str | None = None) -> None:
     elif profile.platform == "jetson":
         stack.jetson_stack(settings, profile)
 
-    before = {RUNTIME_ROOT: _current_target(RUNTIME_ROOT), model_root: _current_target(model_root)}
-    runtime_manifest, model_manifest = manifests["runtime"], manifests["model"]
+    model_roots = [root for root, _ in plan.roots.values()] if routed and plan else [model_root]
+    before = {RUNTIME_ROOT: _current_target(RUNTIME_ROOT), **{r: _current_target(r) for r in model_roots}}
+    runtime_manifest = manifests["runtime"]
     runtime_art = release.artifact(
         name="llama-server runtime", root=RUNTIME_ROOT, release=runtime_release, manifest=runtime_manifest,
         source=f"{store}/llama-server/{runtime_release}/", compressed=runtime_manifest.compressed, unpack=True,
         verify=settings.verify_releases,
     )
-    model_release = model_release_id(settings, model)
-    model_art = release.artifact(
-        name=f"model {model_name} {settings.model_version}", root=model_root, release=model_release,
-        manifest=model_manifest, source=f"{store}/{model_name}/{settings.model_version}/",
-        compressed=model_manifest.compressed, env={"LLAMA_ARG_MODEL": "{release}/" + model_manifest.entrypoint},
-        verify=settings.verify_releases,
-    )
+    model_ops = []
+    if routed and plan:
+        for sh in shards:
+            m, (root, rid) = manifests[f"shard:{sh.name}"], plan.roots[sh.name]
+            art_name = f"{sh.model.name}-{sh.model.quant}"
+            model_ops.append(release.artifact(
+                name=f"shard {sh.name}: {art_name} {sh.version}", root=root, release=rid, manifest=m,
+                source=f"{store}/{art_name}/{sh.version}/", compressed=m.compressed, verify=settings.verify_releases))
+    else:
+        model_manifest = manifests["model"]
+        model_release = f"{model.name}-{model.quant}-{model_version}"
+        model_ops.append(release.artifact(
+            name=f"model {model_name} {model_version}", root=model_root, release=model_release,
+            manifest=model_manifest, source=f"{store}/{model_name}/{model_version}/",
+            compressed=model_manifest.compressed, env={"LLAMA_ARG_MODEL": "{release}/" + model_manifest.entrypoint},
+            verify=settings.verify_releases,
+        ))
 
     groups = ["video"] if profile.platform == "jetson" else []
     user = server.user(name="Service user", user=SERVICE_USER, system=True, shell="/usr/sbin/nologin",
                        home="/nonexistent", create_home=False, groups=groups or None)
     control_group()
-    placement = place(facts["topology"], host.get_fact(AllowedCpus), chosen.reserved_cores)
     for warning in placement.warnings:
         host.log_styled(f"placement: {warning}", fg="yellow", log_func=logger.warning)
-    unit = files.template(
-        name="llama-server unit",
-        src=str(TEMPLATES / "llama-server.service.j2"),
-        dest=f"/etc/systemd/system/{UNIT}",
-        mode="644",
+    unit_vars = dict(
         runtime_root=RUNTIME_ROOT,
         model_root=model_root,
         port=settings.runtime_port,
@@ -187,17 +217,29 @@ def tier(tier: str | None = None) -> None:
         platform=profile.platform,
         mlock=settings.mlock,
     )
+    unit_vars.update(plan.unit_args if plan else {})  # shards: the router's port and preset, or the sleep TTL
+    unit = files.template(name="llama-server unit", src=str(TEMPLATES / "llama-server.service.j2"),
+                          dest=f"/etc/systemd/system/{UNIT}", mode="644", **unit_vars)
+    preset = files.put(name="Model shards preset", src=io.StringIO(plan.preset), dest=PRESET_PATH, mode="644",
+                       create_remote_dir=True) if plan and plan.preset else None
     switch_runtime = release.switch(name="Switch runtime", root=RUNTIME_ROOT, release=runtime_release)
-    switch_model = release.switch(name="Switch model", root=model_root, release=model_release)
-    changed = (runtime_art, model_art, unit, switch_runtime, switch_model, user)
+    if routed and plan:
+        switches = [release.switch(name=f"Switch shard {n}", root=root, release=rid)
+                    for n, (root, rid) in plan.roots.items()]
+    else:
+        switches = [release.switch(name="Switch model", root=model_root, release=model_release)]
+    changed = (runtime_art, *model_ops, unit, switch_runtime, *switches, user, *([preset] if preset else []))
 
     systemd.daemon_reload(name="Reload units", _if=unit.did_change)
     systemd.service(name="llama-server enabled", service=UNIT, running=True, enabled=True)
-    runtime.healthy(name="Health gate", port=settings.runtime_port, timeout=settings.health_timeout, unit=UNIT,
-                    restore=before, _if=lambda: any(op.did_change() for op in changed))
+    runtime.healthy(name="Health gate", port=plan.health_port if plan else settings.runtime_port,
+                    timeout=settings.health_timeout, unit=UNIT, restore=before,
+                    model=plan.health_model if plan else None, _if=lambda: any(op.did_change() for op in changed))
     release.prune(name="Prune runtime releases", root=RUNTIME_ROOT, keep=settings.keep_releases)
-    release.prune(name="Prune model releases", root=model_root, keep=settings.keep_releases)
-    ops_daemon(settings, profile, chosen.reserved_cores, manifests["ops"], ops_release)
+    for root in model_roots:
+        release.prune(name=f"Prune model releases ({root})", root=root, keep=settings.keep_releases)
+    ops_daemon(settings, profile, chosen.reserved_cores, manifests["ops"], ops_release,
+               shards=plan.policy if plan else None)
 
 
 def control_group() -> None:
@@ -214,8 +256,11 @@ def control_group() -> None:
 
 
 @deploy("tierfleet ops daemon")
-def ops_daemon(settings: HostSettings, profile: HostProfile, reserve: int, manifest, ops_release: str) -> None:
-    """Install the ops daemon (its own venv, from a verified wheelhouse release), its policy and unit."""
+def ops_daemon(settings: HostSettings, profile: HostProfile, reserve: int, manifest, ops_release: str,
+               shards: dict | None = None) -> None:
+    """Install the ops daemon (its own venv, from a verified wheelhouse release), its policy and unit.
+
+    ``shards``: the policy's ``shards`` section (:func:`tierfleet.deploys.shards.shard_plan`), if any."""
     store = settings.artifact_store.rstrip("/")
     art = release.artifact(name="ops daemon wheels", root=OPS_ROOT, release=ops_release, manifest=manifest,
                            source=f"{store}/{wheelhouse.NAME}/{ops_release}/", compressed=manifest.compressed,
@@ -228,6 +273,7 @@ def ops_daemon(settings: HostSettings, profile: HostProfile, reserve: int, manif
         mode="644", create_remote_dir=True,
         ops_host_kind=profile.platform, ops_runtime_port=settings.runtime_port, ops_runtime_unit=UNIT,
         ops_reserve_cores=reserve, ops_default_profile=settings.power_profile,
+        ops_shards=shards,
         **energy.policy_variables(host, profile.platform),
     )
     if profile.platform == "jetson":

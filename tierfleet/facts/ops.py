@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 
@@ -57,3 +58,64 @@ class OpsStatus(FactBase[dict]):
         text = lambda v: v if isinstance(v, str) else None  # noqa: E731
         return {"profile": text(doc.get("profile")), "policy_hash": text(policy.get("hash")),
                 "policy_error": text(policy.get("error"))}
+
+
+class OpsPolicyShards(FactBase[dict]):
+    """The ``shards`` section of the policy the host's ops daemon runs (``/etc/tierfleet-ops/policy.yaml``).
+
+    Returns ``{"shards": mapping}``, ``{"shards": None}`` when the policy has none (or there is no policy yet),
+    or ``{"error": ...}`` when the file is not a readable policy: a caller that rewrites the policy must then
+    stop rather than drop the host's shards.
+    """
+
+    #: the largest policy read (a policy is a few KiB; a host with many shards lists their files)
+    MAX_CHARS = 1 << 20
+
+    @staticmethod
+    def default() -> dict:
+        return {"shards": None}
+
+    def command(self, path: str = "/etc/tierfleet-ops/policy.yaml") -> str:
+        p = shlex.quote(path)
+        return f"[ ! -e {p} ] || head -c {self.MAX_CHARS + 1} {p}"  # unreadable: the fact fails
+
+    def process(self, output: list[str]) -> dict:
+        import yaml
+
+        text = "\n".join(output)
+        if len(text) > self.MAX_CHARS:
+            return {"error": f"the policy file is larger than {self.MAX_CHARS} bytes"}
+        try:
+            doc = yaml.safe_load(text) if text.strip() else {}
+        except (yaml.YAMLError, RecursionError, ValueError):
+            return {"error": "the policy file is not valid YAML"}
+        if doc is None:
+            doc = {}
+        if not isinstance(doc, dict):
+            return {"error": "the policy file is not a mapping"}
+        shards = doc.get("shards")
+        if shards is not None and not isinstance(shards, dict):
+            return {"error": "the policy's shards section is not a mapping"}
+        if shards is not None and not _plain(shards):
+            return {"error": "the policy's shards section holds values no policy has (dates, tags, "
+                             "non-finite or huge numbers)"}
+        return {"shards": shards}
+
+
+def _plain(value: object, depth: int = 0) -> bool:
+    """JSON-like data only: str keys, strings, bools, None, numbers below 2^53, lists, mappings (depth <= 8).
+
+    >>> _plain({"a": [1, 2.5, None, "x"]}), _plain({"a": float("inf")}), _plain({1: 2})
+    (True, False, False)
+    """
+    if depth > 8:
+        return False
+    if value is None or isinstance(value, (bool, str)):
+        return True
+    if isinstance(value, (int, float)):
+        return math.isfinite(value) and abs(value) < 2**53
+    if isinstance(value, list):
+        return all(_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
+    return False

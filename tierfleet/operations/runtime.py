@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from shlex import quote
 
 from pyinfra.api import operation
@@ -24,20 +25,29 @@ def restore_links(restore: dict[str, str]) -> str:
     )
 
 
-def wait_script(port: int, timeout: int) -> str:
-    """Shell that waits up to ``timeout`` s for ``GET /health`` = 200 and one real completion; sets ``ok=1``."""
+def wait_script(port: int, timeout: int, model: str | None = None) -> str:
+    """Shell that waits up to ``timeout`` s for ``GET /health`` = 200 and one real completion; sets ``ok=1``.
+
+    With ``model`` (a router serving model shards) the completion names that shard and asks the router to
+    load it (``?autoload=true``).
+
+    >>> "autoload=true" in wait_script(8081, 60, "chat") and '"model": "chat"' in wait_script(8081, 60, "chat")
+    True
+    """
     base = f"http://127.0.0.1:{int(port)}"
-    body = '{"prompt": "Hello", "n_predict": 8}'
+    body = json.dumps({"prompt": "Hello", "n_predict": 8, **({"model": model} if model else {})})
+    completion = f"{base}/completion" + ("?autoload=true" if model else "")
     return (
         f"end=$(( $(date +%s) + {int(timeout)} )); "
         f"while [ $(date +%s) -lt $end ]; do "
         f"if curl -fsS --max-time 2 {base}/health >/dev/null 2>&1 && "
-        f"curl -fsS --max-time 10 -H 'Content-Type: application/json' -d {quote(body)} {base}/completion "
+        f"curl -fsS --max-time 10 -H 'Content-Type: application/json' -d {quote(body)} {quote(completion)} "
         f"| grep -q '\"content\"'; then ok=1; break; fi; sleep 0.5; done"
     )
 
 
-def health_script(port: int, timeout: int, unit: str, restore: dict[str, str], restart: bool = True) -> str:
+def health_script(port: int, timeout: int, unit: str, restore: dict[str, str], restart: bool = True,
+                  model: str | None = None) -> str:
     """Shell that (re)starts ``unit`` and waits for ``GET /health`` = 200 and one real completion.
 
     On failure every release root in ``restore`` whose ``current`` no longer points at the target it had
@@ -52,7 +62,7 @@ def health_script(port: int, timeout: int, unit: str, restore: dict[str, str], r
                f"{int(timeout)}s; returning to the release that served before")
     start = f"systemctl restart {quote(unit)} && " if restart else ""
     return (
-        f"ok=0; if {start}true; then {wait_script(port, timeout)}; fi; "
+        f"ok=0; if {start}true; then {wait_script(port, timeout, model)}; fi; "
         f"if [ $ok = 1 ]; then exit 0; fi; "
         f"echo {quote(message)} >&2; "
         f"{restore_links(restore)} systemctl restart {quote(unit)}; exit 1"
@@ -61,7 +71,7 @@ def health_script(port: int, timeout: int, unit: str, restore: dict[str, str], r
 
 @operation(is_idempotent=False)
 def healthy(port: int, timeout: int = 120, unit: str = "llama-server.service",
-            restore: dict[str, str] | None = None, restart: bool = True):
+            restore: dict[str, str] | None = None, restart: bool = True, model: str | None = None):
     """Restart the model server and wait for ``/health`` and one completion; on failure put back what served.
 
     + port: llama-server port on 127.0.0.1
@@ -69,11 +79,12 @@ def healthy(port: int, timeout: int = 120, unit: str = "llama-server.service",
     + unit: the systemd unit to (re)start
     + restore: release root -> the ``current`` target it had before this run ("" when it had none)
     + restart: restart ``unit`` first (a failed restart counts as a failed gate)
+    + model: the shard the completion names (a router serving model shards), loaded for it
 
     Run it only when something changed (``_if=...``): on an unchanged host it is not needed, and a
     converged rerun reports no change.
     """
-    yield health_script(port, timeout, unit, restore or {}, restart)
+    yield health_script(port, timeout, unit, restore or {}, restart, model)
 
 
 @operation(is_idempotent=False)

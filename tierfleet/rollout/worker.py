@@ -189,6 +189,7 @@ def policy(inventory: str, name: str, data: dict[str, str], policy_path: str) ->
     from tierfleet.energy import plan_energy
     from tierfleet.facts.jetson import NvpmodelConf
     from tierfleet.facts.nvidia import NvidiaGpus
+    from tierfleet.facts.ops import OpsPolicyShards
     from tierfleet.fleet_policy import host_policy, read_fleet_policy
     from tierfleet.resolve import host_settings_of, resolve
 
@@ -203,6 +204,11 @@ def policy(inventory: str, name: str, data: dict[str, str], policy_path: str) ->
         with ctx_state.use(state), ctx_host.use(host):
             nv = host.get_fact(NvpmodelConf) if platform == "jetson" else None
             gpus = host.get_fact(NvidiaGpus) if platform == "gpu" else None
+            running = host.get_fact(OpsPolicyShards)  # the host's model shards stay as they are
+        if "error" in running:
+            raise ConfigError(f"host {name}: /etc/tierfleet-ops/policy.yaml", "shards",
+                              f"{running['error']}; the host's model shards cannot be kept, so its policy "
+                              "is left as it is")
         before = _policy_status(state, host)
         result["before"] = {"policy": before.get("policy_hash"), "profile": before.get("profile")}
         plan = plan_energy(platform, nv, gpus)
@@ -212,7 +218,8 @@ def policy(inventory: str, name: str, data: dict[str, str], policy_path: str) ->
                                  jetson_modes=plan.jetson_modes,
                                  board_modes=[m["name"] for m in (nv or {}).get("modes") or []] if nv else None,
                                  gpu_power_w=plan.gpu_power_w, gpu_range_w=_gpu_range(gpus),
-                                 runtime_port=settings.runtime_port, reserve=reserve)
+                                 runtime_port=settings.runtime_port, reserve=reserve,
+                                 shards=running["shards"])
         result["want"] = want
         print(f"worker: {name}: connected, applying policy {want}", flush=True)
         ok = _run(state, apply_policy, text, want, settings.runtime_port)
