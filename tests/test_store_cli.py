@@ -104,6 +104,7 @@ def test_publish_a_split_model_with_its_gguf_figures(tmp_path, run):
     from tierfleet.artifacts.manifest import load_manifest
 
     files = write_tiny_gguf(tmp_path / "src" / "m.gguf", qtype="q8_0", split_max_tensors=8)
+    (tmp_path / "store").mkdir()  # publishing needs an existing store directory
     code, out = run("store", "publish", str(tmp_path / "store"), *map(str, files), "--name", "m-Q8_0",
                     "--version", "1", "--compress")
     assert code == 0, out
