@@ -216,22 +216,30 @@ def ansible_inventory(lab: Lab, path: Path) -> Path:
     from tierfleet.lab.inventory import LAB_KEY, tierfleet_data
     from tierfleet.lab.profiles import get_profile
 
+    from tierfleet.settings import KEYS, host_settings
+
+    catalog = load_catalog()
     state = lab.store.load()
     hosts = {}
     for name, h in state.hosts.items():
         data = tierfleet_data(get_profile(h.profile, "bench"), lab.root)
-        model = data["model"]
+        settings = host_settings({k: data.get(k) for k in KEYS}, catalog, f"bench: host {name}")
+        model = settings.model
         hosts[name] = {
             "ansible_host": h.address,
-            "artifact_store": data["artifact_store"],
+            "artifact_store": settings.artifact_store.rstrip("/"),
             "artifact_key": str(lab.root / LAB_KEY),
-            "runtime_release": f"0.3.36+{data['runtime_variant']}",
+            "runtime_release": f"{settings.runtime_version}+{settings.runtime_variant}",
             "model_name": f"{model.name}-{model.quant}",
-            "model_version": str(data["model_version"]),
-            "model_release": f"{model.name}-{model.quant}-{data['model_version']}",
-            "health_timeout": data["health_timeout"],
+            "model_version": str(settings.model_version),
+            "model_release": f"{model.name}-{model.quant}-{settings.model_version}",
+            "model_root": settings.model_dir.rstrip("/"),
+            "runtime_port": settings.runtime_port,
+            "health_timeout": settings.health_timeout,
+            "keep_releases": settings.keep_releases,
+            "power_profile": settings.power_profile,
         }
-    basic = load_catalog().tier("basic")
+    basic = catalog.tier("basic")
     inventory = {"all": {"hosts": hosts, "vars": {
         "ansible_user": "root",
         "ansible_ssh_private_key_file": str(lab.ssh.key),
@@ -338,7 +346,7 @@ for r in ROOTS; do
   for l in current previous; do echo "$r/$l -> $(readlink "$r/$l")"; done
 done
 echo '## ops'; echo "venv -> $(readlink /opt/tierfleet-ops/venv)"; /opt/tierfleet-ops/venv/bin/tierfleet-ops --version 2>&1
-echo '## user'; getent passwd tierfleet | cut -d: -f1,6,7; id -Gn tierfleet
+echo '## user'; getent passwd tierfleet | cut -d: -f1,6,7; id -Gn tierfleet; ls -d /nonexistent 2>&1
 echo '## units'
 for u in llama-server.service tierfleet-ops.service; do echo "$u $(systemctl is-enabled $u) $(systemctl is-active $u)"; done
 echo '## serving'; curl -s -o /dev/null -w '/health %{http_code}\n' --max-time 5 http://127.0.0.1:8080/health

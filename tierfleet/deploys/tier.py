@@ -25,7 +25,7 @@ from tierfleet.facts.artifacts import StoreManifest, manifest_of, manifest_url
 from tierfleet.facts.cpu import AllowedCpus
 from tierfleet.facts.ops import PythonVersion
 from tierfleet.facts.release import Releases
-from tierfleet.operations import daemon, failure, release, runtime
+from tierfleet.operations import account, daemon, failure, release, runtime
 from tierfleet.operations import preflight as preflight_ops
 from tierfleet.placement import place
 from tierfleet.profile import HostProfile
@@ -155,8 +155,8 @@ def tier(tier: str | None = None) -> None:
     )
 
     groups = ["video"] if profile.platform == "jetson" else []
-    user = server.user(name="Service user", user=SERVICE_USER, system=True, shell="/usr/sbin/nologin",
-                       home="/nonexistent", create_home=False, groups=groups or None)
+    user = account.system_user(name="Service user", user=SERVICE_USER, shell="/usr/sbin/nologin",
+                               home="/nonexistent", groups=groups or None)
     placement = place(facts["topology"], host.get_fact(AllowedCpus), chosen.reserved_cores)
     for warning in placement.warnings:
         host.log_styled(f"placement: {warning}", fg="yellow", log_func=logger.warning)
