@@ -21,6 +21,7 @@ from tierfleet.artifacts.signing import keyring_b64
 from tierfleet.catalog import ModelArtifact
 from tierfleet.deploys import stack
 from tierfleet.exceptions import ConfigError
+from tierfleet.facts import bundle
 from tierfleet.facts.artifacts import StoreManifest, manifest_of, manifest_url
 from tierfleet.facts.cpu import AllowedCpus
 from tierfleet.facts.ops import PythonVersion
@@ -84,21 +85,24 @@ def _resolve(tier: str | None) -> Resolved | None:
         return None
 
 
-def _manifest(url: str, what: str, key: str | None):
-    """The manifest at ``url`` as the host fetched it, verified there against ``key`` when one is pinned."""
-    value = host.get_fact(StoreManifest, url, key=keyring_b64(key) if key else None)
-    if "error" in value:
-        return None, f"{what} manifest {url}: {value['error']}"
-    if key and not value.get("signed_by"):
-        return None, f"{what} manifest {url}: not verified against artifact_key; refusing it"
-    try:
-        return manifest_of(value), None
-    except ConfigError as exc:
-        return None, f"{what} manifest {url}: {exc}"
-
-
-def _current_target(root: str) -> str:
-    return host.get_fact(Releases, root=root)["current_target"] or ""
+def _manifests(wanted: dict[str, tuple[str, str]], key: str | None) -> tuple[dict, str | None]:
+    """The manifests at the URLs of ``wanted`` (name -> (url, what)) as the host fetched them, all in one round
+    trip, each verified there against ``key`` when one is pinned; ``({name: Manifest}, None)`` or ``({}, error)``
+    naming the first that failed."""
+    keyring = keyring_b64(key) if key else None
+    values = bundle.read(host, {name: (StoreManifest, (url,), {"key": keyring}) for name, (url, _) in wanted.items()})
+    manifests = {}
+    for name, (url, what) in wanted.items():
+        value = values[name]
+        if "error" in value:
+            return {}, f"{what} manifest {url}: {value['error']}"
+        if key and not value.get("signed_by"):
+            return {}, f"{what} manifest {url}: not verified against artifact_key; refusing it"
+        try:
+            manifests[name] = manifest_of(value)
+        except ConfigError as exc:
+            return {}, f"{what} manifest {url}: {exc}"
+    return manifests, None
 
 
 @deploy("tierfleet tier")
@@ -117,21 +121,26 @@ def tier(tier: str | None = None) -> None:
     store = settings.artifact_store.rstrip("/")
     model_root = settings.model_dir.rstrip("/")
 
+    # what the host has now, in one round trip: its Python, its CPUs, where current points
+    early = bundle.read(host, {
+        "python": (PythonVersion, (), {}),
+        "allowed": (AllowedCpus, (), {}),
+        RUNTIME_ROOT: (Releases, (), {"root": RUNTIME_ROOT}),
+        model_root: (Releases, (), {"root": model_root}),
+    })
     # every artifact's manifest first: a missing one fails the host before anything changes
     runtime_release = f"{settings.runtime_version}+{settings.runtime_variant or runtime_variant(profile)}"
     model_name = f"{model.name}-{model.quant}"
-    python = host.get_fact(PythonVersion) or "3"
+    python = early["python"] or "3"
     ops_release = wheelhouse.release_name(wheelhouse.ops_version(), python, profile.arch or "x86_64")
-    manifests = {}
-    for key, url, what in (
-        ("runtime", manifest_url(store, "llama-server", runtime_release), "runtime"),
-        ("model", manifest_url(store, model_name, settings.model_version), "model"),
-        ("ops", manifest_url(store, wheelhouse.NAME, ops_release), "ops daemon"),
-    ):
-        manifests[key], error = _manifest(url, what, settings.artifact_key)
-        if error:
-            failure.fail(name="Artifacts are in the store", message=error)
-            return
+    manifests, error = _manifests({
+        "runtime": (manifest_url(store, "llama-server", runtime_release), "runtime"),
+        "model": (manifest_url(store, model_name, settings.model_version), "model"),
+        "ops": (manifest_url(store, wheelhouse.NAME, ops_release), "ops daemon"),
+    }, settings.artifact_key)
+    if error:
+        failure.fail(name="Artifacts are in the store", message=error)
+        return
 
     apt.packages(name="Host tools for the deploy", packages=HOST_TOOLS, no_recommends=True)
     if profile.platform == "gpu":
@@ -139,7 +148,7 @@ def tier(tier: str | None = None) -> None:
     elif profile.platform == "jetson":
         stack.jetson_stack(settings, profile)
 
-    before = {RUNTIME_ROOT: _current_target(RUNTIME_ROOT), model_root: _current_target(model_root)}
+    before = {root: early[root]["current_target"] or "" for root in (RUNTIME_ROOT, model_root)}
     runtime_manifest, model_manifest = manifests["runtime"], manifests["model"]
     runtime_art = release.artifact(
         name="llama-server runtime", root=RUNTIME_ROOT, release=runtime_release, manifest=runtime_manifest,
@@ -157,7 +166,7 @@ def tier(tier: str | None = None) -> None:
     groups = ["video"] if profile.platform == "jetson" else []
     user = account.system_user(name="Service user", user=SERVICE_USER, shell="/usr/sbin/nologin",
                                home="/nonexistent", groups=groups or None)
-    placement = place(facts["topology"], host.get_fact(AllowedCpus), chosen.reserved_cores)
+    placement = place(facts["topology"], early["allowed"], chosen.reserved_cores)
     for warning in placement.warnings:
         host.log_styled(f"placement: {warning}", fg="yellow", log_func=logger.warning)
     unit = files.template(
