@@ -121,21 +121,23 @@ def run_in_cgroup(argv: list[str], *, name: str, env: dict[str, str], cwd: Path,
 
     t0 = time.monotonic()
     try:
-        result = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                timeout=timeout, preexec_fn=enter)
-    except subprocess.TimeoutExpired as exc:
-        result = subprocess.CompletedProcess(argv, 124, (exc.stdout or b"").decode(errors="replace")
-                                             if isinstance(exc.stdout, bytes) else (exc.stdout or ""))
-    wall = time.monotonic() - t0
-    cpu = _usage_usec(group) / 1e6
-    if (group / "cgroup.kill").exists():
-        (group / "cgroup.kill").write_text("1\n")
-    for _ in range(50):
         try:
-            group.rmdir()
-            break
-        except OSError:
-            time.sleep(0.1)
+            result = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, timeout=timeout, preexec_fn=enter)
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            result = subprocess.CompletedProcess(argv, 124, out)
+        wall = time.monotonic() - t0
+        cpu = _usage_usec(group) / 1e6
+    finally:
+        if (group / "cgroup.kill").exists():
+            (group / "cgroup.kill").write_text("1\n")
+        for _ in range(50):
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
     return result, wall, cpu
 
 
