@@ -89,7 +89,8 @@ HOSTS: dict[str, dict[str, list[str]]] = {
         "os": ['PRETTY_NAME="Ubuntu 18.04.6 LTS"', "ID=ubuntu", "ARCH=aarch64"],
         "power": ["cpufreq", "nvpmodel", "jetson_clocks", "devfreq"],
     },
-    # 8-core/16-thread node with a T4 and 32 GB -> advanced fits, enterprise refused (cores, RAM)
+    # 8-core/16-thread node with a T4 and 32 GiB (33.6 GB) -> advanced fits, enterprise refused (cores; its RAM,
+    # 33.6 GB against 32, passes)
     "gpu-t4": {
         "gpus": [T4_LINE],
         "pci_gpus": ["3b:00.0 3D controller: NVIDIA Corporation TU104GL [Tesla T4] (rev a1)"],

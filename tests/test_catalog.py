@@ -38,7 +38,11 @@ def test_unknown_tier_lists_allowed(catalog):
          "tiers.basic.platforms.1", "'jetson', 'gpu' or 'cpu'"),
         (("      size_gb: 1.89", "      size_gb: 1.89\n      colour: blue"), "tiers.basic.model.colour", "extra inputs"),
         (("file: DeepSeek-R1-Distill-Qwen-1.5B-Q8_0.gguf", "file: ../../etc/passwd;rm"), "tiers.basic.model.file",
-         "string should match pattern"),
+         "allowed: letters, digits, '.', '_', '+', '-'"),
+        (("name: DeepSeek-R1-Distill-Qwen-1.5B", "name: x; touch /tmp/p"), "tiers.basic.model.name",
+         "allowed: letters, digits, '.', '_', '+', '-'"),
+        (("quant: Q8_0", "quant: ../"), "tiers.basic.model.quant", "allowed: GGUF quantisation name"),
+        (("size_gb: 1.89", "size_gb: .inf"), "tiers.basic.model.size_gb", "finite number"),
         (("schema: 1", "schema: 2"), "schema", "input should be 1"),
     ],
 )
@@ -75,7 +79,7 @@ def test_catalog_errors_are_value_errors(catalog):
         ({"model_dir": "/srv/m; rm -rf /"}, "model_dir", "allowed: absolute directory"),
         ({"runtime_mode": "k8s"}, "runtime_mode", "'native' or 'container'"),
         ({"nvidia_driver_branch": "latest"}, "nvidia_driver_branch", "driver branch such as 570"),
-        ({"artifact_store": "ftp://x"}, "artifact_store", "URL (http/https) or absolute local path"),
+        ({"artifact_store": "ftp://x"}, "artifact_store", "allowed: http(s) URL"),
         ({"model": {"name": "x", "quant": "Q4", "file": "x.gguf"}}, "model.size_gb", "required key is missing"),
     ],
 )

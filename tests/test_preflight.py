@@ -97,7 +97,125 @@ def test_unknown_facts_refuse(catalog):
     verdict = check_host(p, catalog, "basic")
     assert not verdict.fits
     assert verdict.reason == "RAM unknown; cores unknown; disk unknown"
+    ram = next(c for c in verdict.checks if c.name == "RAM")
+    assert (ram.required, ram.actual, ram.ok) == (">= 8.0 GB", "unknown", False)
 
 
 def test_gb_is_decimal():
     assert GB == 10**9
+
+
+def _facts(kind: str, **outputs: list[str]):
+    """A recorded host with some fact outputs replaced, parsed by the real facts."""
+    from tests.fleets import HOSTS
+    from tierfleet.profile import FACTS
+
+    lines = {**HOSTS[kind], **outputs}
+    return {key: fact().process(lines[key]) if lines.get(key) else fact().default()
+            for key, (fact, _) in FACTS.items()}
+
+
+def _checks(verdict):
+    return {c.name: c for c in verdict.checks}
+
+
+def test_t4_host_ram_passes_enterprise_and_only_cores_refuse(catalog):
+    verdict = check_host(profile("gpu-t4"), catalog, "enterprise")
+    checks = _checks(verdict)
+    assert (checks["RAM"].ok, checks["RAM"].actual, checks["RAM"].required) == (True, "33.6 GB", ">= 32.0 GB")
+    assert [c.name for c in verdict.checks if c.ok is False] == ["cores"]
+
+
+@pytest.mark.parametrize(("kib", "fits"), [(15_625_000, True), (15_624_999, False), (8_000_000, False)])
+def test_gpu_node_short_of_system_ram_is_refused(catalog, kib, fits):
+    """A GPU node needs the tier's RAM too (15,625,000 KiB is exactly 16.0 GB)."""
+    from tests.fleets import _mem
+
+    host = build_profile("t4-lowram", _facts("gpu-t4", meminfo=_mem(kib)))
+    verdict = check_host(host, catalog, "advanced")
+    assert verdict.fits is fits
+    assert _checks(verdict)["GPU memory"].ok is True
+    if not fits:
+        assert verdict.reason == f"RAM: needs 16.0 GB, has {kib * 1024 / 1e9:.1f} GB"
+    auto = check_host(host, catalog, "auto")
+    assert auto.tier == ("advanced" if fits else "basic")
+
+
+def test_gpu_node_whose_nvidia_smi_fails_is_refused(catalog):
+    """A driver that is installed but broken is not "no driver yet": the host is refused, not warned about."""
+    failing = ["Failed to initialize NVML: Driver/library version mismatch", "NVML library version: 570.172"]
+    host = build_profile("t4-broken", _facts("gpu-t4", gpus=failing))
+    assert host.platform == "gpu" and host.gpu_error == failing[0]
+    verdict = check_host(host, catalog, "advanced")
+    memory = _checks(verdict)["GPU memory"]
+    assert not verdict.fits and memory.ok is False and memory.actual == "unknown (nvidia-smi failed)"
+    assert verdict.reason == ("GPU memory unknown: nvidia-smi failed: "
+                              "Failed to initialize NVML: Driver/library version mismatch")
+    assert "GPU memory unverified until the driver is installed" not in verdict.warnings
+    assert check_host(host, catalog, "auto").tier is None
+
+
+def test_gpu_listed_with_memory_not_available_is_refused(catalog):
+    """nvidia-smi answers but prints ``[N/A]`` for memory.total: the GPU is there, its memory unknown."""
+    line = "0, NVIDIA GH200 480GB, [N/A], 9.0, 570.172.08, Enabled, 900.00, 900.00, 100.00, 900.00, 1980, Disabled"
+    host = build_profile("gh200", _facts("gpu-a100", gpus=[line]))
+    assert host.gpu_names == ("NVIDIA GH200 480GB",) and host.gpu_memory_bytes is None
+    verdict = check_host(host, catalog, "basic")
+    memory = _checks(verdict)["GPU memory"]
+    assert not verdict.fits and memory.ok is False and memory.actual == "unknown"
+    assert verdict.reason == "GPU memory unknown"
+    assert not verdict.warnings
+
+
+@pytest.mark.parametrize(("free_kib", "fits"), [(1_464_844, True), (1_464_843, False)])
+def test_the_tiers_disk_figure_decides_when_the_model_is_smaller(catalog, free_kib, fits):
+    """basic asks 1.5 GB of disk; a 0.5 GB model override does not lower that (1,464,844 KiB >= 1.5 GB)."""
+    from tests.fleets import _df
+
+    small = ModelArtifact(name="m", quant="Q4_0", file="m.gguf", size_gb=0.5)
+    host = build_profile("cpu", _facts("cpu-server", disk=_df(free_kib)))
+    verdict = check_host(host, catalog, "basic", small)
+    disk = _checks(verdict)["disk"]
+    assert (disk.required, disk.ok) == (">= 1.5 GB", fits)
+    if fits:
+        assert verdict.fits and disk.note == ""
+    else:
+        assert verdict.reason == "disk: needs 1.5 GB, has 1.5 GB free at /var/lib/tierfleet/models"
+
+
+def test_disk_unknown_names_no_path(catalog):
+    host = build_profile("cpu", _facts("cpu-server", disk=["df: /var/lib: No such file or directory"]))
+    verdict = check_host(host, catalog, "basic")
+    assert verdict.reason == "disk unknown" and host.disk_path == ""
+
+
+def test_cpu_host_holds_a_model_larger_than_the_ram_figure_in_ram(catalog):
+    """On a CPU-only host the model lives in RAM: a 70 GB model needs 70 GB, not the tier's 32."""
+    big = ModelArtifact(name="DeepSeek-R1-Distill-Llama-70B", quant="Q8_0", file="m.gguf", size_gb=70)
+    verdict = check_host(profile("cpu-server"), catalog, "enterprise", big)
+    assert not verdict.fits and verdict.reason.startswith("RAM: needs 70.0 GB, has 67.2 GB")
+    gpu = check_host(profile("gpu-a100"), catalog, "enterprise", big)  # a GPU node holds it on the GPU
+    assert _checks(gpu)["RAM"].required == ">= 32.0 GB"
+    assert _checks(gpu)["GPU memory"].note == "GPU memory: needs 70.0 GB, has 42.9 GB"
+
+
+def test_check_rows_for_a_gpu_without_driver_and_a_cpu_host(catalog):
+    nodriver = _checks(check_host(profile("gpu-nodriver"), catalog, "basic"))["GPU memory"]
+    assert (nodriver.required, nodriver.actual, nodriver.ok) == (">= 2.0 GB", "unknown (no working driver)", None)
+    cpu = _checks(check_host(profile("cpu-server"), catalog, "basic"))["GPU memory"]
+    assert (cpu.required, cpu.actual, cpu.ok, cpu.note) == ("n/a", "n/a (CPU only, model in RAM)", True, "")
+
+
+def test_default_request_is_auto_and_unreachable_hosts_are_refused(catalog):
+    import dataclasses
+
+    from tierfleet.preflight import unreachable
+
+    verdict = check_host(profile("gpu-a100"), catalog)
+    assert (verdict.requested, verdict.tier) == ("auto", "enterprise")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        verdict.fits = False  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        verdict.checks[0].ok = False  # type: ignore[misc]
+    gone = unreachable("h", "basic", "timed out")
+    assert (gone.fits, gone.tier, gone.reason, gone.checks) == (False, None, "unreachable: timed out", ())

@@ -97,7 +97,8 @@ def test_the_threshold_stops_the_rollout_and_leaves_later_hosts_untouched(tmp_pa
 def test_failures_within_the_threshold_go_on(tmp_path, worker_log):
     st = new_state([["fail-1"], ["ok-2", "ok-3", "ok-4"]], max_fail_pct=30)
     execute(st, tmp_path / "state.json", argv, tmp_path / "run")
-    assert st.summary() == {"ok": 3, "failed": 1, "timeout": 0, "pending": 0, "running": 0} and not st.stopped
+    assert st.summary() == {"ok": 3, "failed": 1, "timeout": 0, "reverted": 0, "pending": 0, "running": 0}
+    assert not st.stopped
 
 
 def test_a_hung_host_is_stopped_at_its_time_limit_with_its_process_group(tmp_path, worker_log):
@@ -170,3 +171,18 @@ def test_a_truncated_or_foreign_state_file_is_refused(tmp_path):
     path.write_text(json.dumps({"kind": "upgrade"}))
     with pytest.raises(ConfigError, match=f"{path}: inventory: required key is missing"):
         rstate.load(path)
+
+
+def test_a_batch_with_a_failed_host_is_reverted_as_a_whole(tmp_path, worker_log):
+    st = new_state([["ok-1"], ["ok-2", "fail-3", "ok-4"], ["ok-5"]], max_fail_pct=50)
+    reverted = []
+
+    def revert(host, out):
+        reverted.append(host)
+        return argv(host, out)  # the stand-in worker: an ok-* host's revert succeeds
+
+    execute(st, tmp_path / "state.json", argv, tmp_path / "run", revert_for=revert)
+    assert sorted(reverted) == ["ok-2", "ok-4"]  # the failed batch's hosts that had the change; not batch 1
+    assert [st.hosts[h].status for h in ("ok-1", "ok-2", "fail-3", "ok-4", "ok-5")] == \
+        ["ok", "reverted", "failed", "reverted", "ok"]
+    assert st.hosts["ok-2"].error == "reverted: another host of its batch failed" and not st.report()["ok"]

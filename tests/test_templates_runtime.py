@@ -6,6 +6,9 @@ import shlex
 from pathlib import Path
 
 import jinja2
+import pytest
+
+from tests.systemd_units import exposed, exposure, need_offline_analyzer
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -17,6 +20,23 @@ def render(**overrides) -> str:
                   tier="basic", service_user="tierfleet", mlock=False)
     values.update(overrides)
     return env.get_template("llama-server.service.j2").render(**values)
+
+
+def settings(unit: str, key: str) -> list[str]:
+    return [ln.split("=", 1)[1] for ln in unit.splitlines() if ln.startswith(f"{key}=")]
+
+
+PLATFORMS = ["cpu", "gpu", "jetson", None]
+
+
+def for_platform(platform: str | None) -> dict:
+    """What the tier deploy renders for each platform (no platform: the template's default)."""
+    values = {"platform": platform} if platform else {}
+    if platform == "cpu":
+        values["gpu_layers"] = 0
+    if platform == "jetson":
+        values["groups"] = "video"
+    return values
 
 
 def exec_start(unit: str) -> list[str]:
@@ -47,3 +67,45 @@ def test_paths_are_quoted_for_systemd():
     unit = render(runtime_root="/srv/my runtime/100%")
     assert exec_start(unit)[0] == "/srv/my runtime/100%/current/bin/llama-server"
     assert '"/srv/my runtime/100%%/current/bin/llama-server"' in unit
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_runtime_cannot_reach_the_control_socket_or_the_network(platform):
+    unit = render(**for_platform(platform))
+    assert settings(unit, "InaccessiblePaths") == ["/run/tierfleet-ops"]
+    assert settings(unit, "IPAddressDeny") == ["any"] and settings(unit, "IPAddressAllow") == ["localhost"]
+    assert settings(unit, "CapabilityBoundingSet") == [""] and settings(unit, "ProtectProc") == ["invisible"]
+    for key in ("ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups",
+                "RestrictNamespaces", "LockPersonality", "RestrictSUIDSGID"):
+        assert settings(unit, key) == ["yes"], key
+    assert settings(unit, "SystemCallFilter")[0] == "@system-service"
+    assert settings(unit, "SystemCallErrorNumber") == ["EPERM"]
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_devices_per_platform(platform):
+    """CPU: a private /dev; GPU: the NVIDIA nodes only; Jetson: no list (Tegra's CUDA nodes vary by release),
+    and so no ProtectClock=, whose char-rtc entry would turn the policy into a list."""
+    unit = render(**for_platform(platform))
+    devices = settings(unit, "DeviceAllow")
+    if platform == "cpu":
+        assert settings(unit, "PrivateDevices") == ["yes"] and not devices
+        assert settings(unit, "MemoryDenyWriteExecute") == ["yes"]
+    elif platform == "jetson":
+        assert not devices and not settings(unit, "DevicePolicy") and not settings(unit, "ProtectClock")
+        assert not settings(unit, "PrivateDevices") and settings(unit, "SupplementaryGroups") == ["video"]
+    else:
+        assert settings(unit, "DevicePolicy") == ["closed"] and devices == ["char-nvidia* rw"]
+        assert not settings(unit, "PrivateDevices")
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_systemd_analyze_security_rates_the_unit_at_most_2_5(platform, tmp_path):
+    need_offline_analyzer()
+    level, table = exposure(render(**for_platform(platform)), "llama-server.service", tmp_path)
+    assert level <= 2.5, f"{platform}: exposure {level}\n{exposed(table)}"
+
+
+def test_unknown_platform_is_refused():
+    with pytest.raises(jinja2.UndefinedError, match="platform_must_be"):
+        render(platform="cpu\nUser=root")

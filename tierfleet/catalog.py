@@ -16,12 +16,13 @@ import os
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
 
-from tierfleet.exceptions import CatalogError
+from tierfleet import rules
+from tierfleet.exceptions import CatalogError, RuleError
 from tierfleet.validation import validate
 
 #: 1 GB as the catalog means it (decimal, like disk and DIMM vendors)
@@ -29,7 +30,18 @@ GB = 10**9
 
 Platform = Literal["jetson", "gpu", "cpu"]
 
-_Strict = pydantic.ConfigDict(extra="forbid", frozen=True)
+#: the largest size or memory figure anything may state, in GB (100 TB): keeps byte counts finite
+MAX_GB = 100_000
+#: the largest core count, and the largest llama-server figure (its arguments are C ints)
+MAX_CORES = 1_000_000
+MAX_INT32 = 2**31 - 1
+
+# inf and nan are refused everywhere (a YAML ``.inf`` or an inventory ``float("inf")``)
+_Strict = pydantic.ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+#: the shared rules (:mod:`tierfleet.rules`) as pydantic types
+ArtifactName = Annotated[str, pydantic.AfterValidator(rules.artifact_name)]
+QuantName = Annotated[str, pydantic.AfterValidator(rules.quant)]
 
 
 class Requirements(pydantic.BaseModel):
@@ -37,22 +49,27 @@ class Requirements(pydantic.BaseModel):
 
     model_config = _Strict
 
-    gpu_memory_gb: float = pydantic.Field(gt=0, description="accelerator memory budget for the model")
-    cores: int = pydantic.Field(gt=0, description="physical CPU cores")
-    ram_gb: float = pydantic.Field(gt=0, description="RAM on hosts with separate accelerator memory or none")
-    unified_memory_gb: float = pydantic.Field(gt=0, description="total memory on unified-memory hosts (Jetson)")
-    disk_gb: float = pydantic.Field(gt=0, description="free disk at the model directory")
+    gpu_memory_gb: float = pydantic.Field(gt=0, le=MAX_GB, description="accelerator memory budget for the model")
+    cores: int = pydantic.Field(gt=0, le=MAX_CORES, description="physical CPU cores")
+    ram_gb: float = pydantic.Field(gt=0, le=MAX_GB, description="RAM on hosts with separate accelerator memory or none")
+    unified_memory_gb: float = pydantic.Field(gt=0, le=MAX_GB,
+                                              description="total memory on unified-memory hosts (Jetson)")
+    disk_gb: float = pydantic.Field(gt=0, le=MAX_GB, description="free disk at the model directory")
 
 
 class ModelArtifact(pydantic.BaseModel):
-    """A model file a tier serves (GGUF)."""
+    """A model file a tier serves (GGUF).
+
+    ``<name>-<quant>`` is its name in the artifact store and, with the version, its release id
+    (:func:`tierfleet.rules.model_release_id`), so both follow the operations' rules.
+    """
 
     model_config = _Strict
 
-    name: str = pydantic.Field(min_length=1)
-    quant: str = pydantic.Field(min_length=1, description="GGUF quantisation, e.g. Q8_0, F16, Q6_K")
-    file: str = pydantic.Field(pattern=r"^[A-Za-z0-9._+-]+$", description="file name in the artifact store")
-    size_gb: float = pydantic.Field(gt=0, description="size of the file in decimal GB")
+    name: ArtifactName = pydantic.Field(description="model name: letters, digits, '._+-' (max 128)")
+    quant: QuantName = pydantic.Field(description="GGUF quantisation, e.g. Q8_0, F16, Q6_K")
+    file: ArtifactName = pydantic.Field(description="file name in the artifact store")
+    size_gb: float = pydantic.Field(ge=1e-9, le=MAX_GB, description="size of the file in decimal GB (one byte or more)")
     sha256: str | None = pydantic.Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
     @property
@@ -65,9 +82,9 @@ class RuntimeSettings(pydantic.BaseModel):
 
     model_config = _Strict
 
-    context_size: int = pydantic.Field(gt=0, description="llama-server -c")
-    gpu_layers: int = pydantic.Field(ge=0, description="llama-server -ngl (ignored on CPU-only hosts)")
-    parallel: int = pydantic.Field(default=1, gt=0, description="llama-server -np")
+    context_size: int = pydantic.Field(gt=0, le=MAX_INT32, description="llama-server -c")
+    gpu_layers: int = pydantic.Field(ge=0, le=MAX_INT32, description="llama-server -ngl (ignored on CPU-only hosts)")
+    parallel: int = pydantic.Field(default=1, gt=0, le=MAX_INT32, description="llama-server -np")
 
 
 class Tier(pydantic.BaseModel):
@@ -75,7 +92,8 @@ class Tier(pydantic.BaseModel):
 
     model_config = _Strict
 
-    name: str = ""
+    name: str = pydantic.Field(default="", pattern=r"^[a-z][a-z0-9_-]{0,31}$",
+                               description="the tier's key in ``tiers``: lowercase letters, digits, '_', '-'")
     description: str
     precision: Literal["int8", "fp16", "mixed", "int4"]
     typical_device: str
@@ -83,7 +101,7 @@ class Tier(pydantic.BaseModel):
     platforms: tuple[Platform, ...] = ("jetson", "gpu", "cpu")
     model: ModelArtifact
     runtime: RuntimeSettings
-    reserved_cores: int = pydantic.Field(default=2, ge=0, description="physical cores kept for the OS")
+    reserved_cores: int = pydantic.Field(default=2, ge=0, le=MAX_CORES, description="physical cores kept for the OS")
 
 
 class Catalog(pydantic.BaseModel):
@@ -104,6 +122,13 @@ class Catalog(pydantic.BaseModel):
             named = {k: {**v, "name": k} if isinstance(v, dict) else v for k, v in tiers.items()}
             data = {**data, "tiers": named}
         return data
+
+    @pydantic.field_validator("tiers")
+    @classmethod
+    def _auto_is_reserved(cls, tiers: dict[str, Tier]) -> dict[str, Tier]:
+        if "auto" in tiers:
+            raise RuleError("'auto' is reserved for the highest tier a host fits; name the tier otherwise")
+        return tiers
 
     def tier(self, name: str) -> Tier:
         """Return tier ``name``; raise :class:`CatalogError` naming the allowed names otherwise."""

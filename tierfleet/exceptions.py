@@ -42,3 +42,11 @@ class LabError(TierfleetError, RuntimeError):
     """The local lab fleet could not be brought up, changed or torn down."""
 
     exit_code = 3
+
+
+class RuleError(TierfleetError, ValueError):
+    """A value breaks one of the shared value rules (:mod:`tierfleet.rules`).
+
+    The message says what is allowed; the caller adds where the value came from (a file and key in a
+    :class:`ConfigError`, an argument name in an operation's error).
+    """

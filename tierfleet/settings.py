@@ -6,16 +6,22 @@ Every key has a type, a default and a description here, in one place (:class:`Ho
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 
+from tierfleet import rules
 from tierfleet.artifacts.signing import load_public_key
 from tierfleet.catalog import Catalog, ModelArtifact
-from tierfleet.exceptions import ConfigError, InventoryError
+from tierfleet.exceptions import ConfigError, InventoryError, RuleError
 from tierfleet.validation import validate
 
-_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]+$")
+_PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9.+-]{1,127}")
+
+#: the shared rules (:mod:`tierfleet.rules`) as pydantic types
+ModelDir = Annotated[str, pydantic.AfterValidator(rules.model_dir)]
+HttpUrl = Annotated[str, pydantic.AfterValidator(rules.http_url)]
+Store = Annotated[str, pydantic.AfterValidator(rules.store)]
 
 DEFAULT_MODEL_DIR = "/var/lib/tierfleet/models"
 
@@ -27,16 +33,15 @@ class HostSettings(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="ignore", frozen=True, coerce_numbers_to_str=True)
 
     tier: str = pydantic.Field(
-        default="auto",
+        default="auto", pattern=r"^[a-z][a-z0-9_-]{0,31}$",
         description="tier name from the catalog, or 'auto' for the highest tier the host fits",
     )
     model: ModelArtifact | None = pydantic.Field(
         default=None, description="override the tier's model artifact (name, quant, file, size_gb, sha256)"
     )
-    model_dir: str = pydantic.Field(
+    model_dir: ModelDir = pydantic.Field(
         default=DEFAULT_MODEL_DIR,
-        pattern=r"^/[A-Za-z0-9._/+-]*$",
-        description="absolute directory for model releases (letters, digits and ._/+- only)",
+        description=f"directory for model releases: {rules.MODEL_DIR_ALLOWED}",
     )
     model_version: str = pydantic.Field(
         default="1", pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$", description="version of the model artifact in the store"
@@ -59,14 +64,12 @@ class HostSettings(pydantic.BaseModel):
         description="container: GPU nodes also get nvidia-container-toolkit for containerised runtimes "
         "(the model server itself runs as a native systemd unit either way)",
     )
-    artifact_store: str = pydantic.Field(
+    artifact_store: Store = pydantic.Field(
         default="https://artifacts.example.net/tierfleet",
-        pattern=r"^(https?://[A-Za-z0-9.:_/+-]+|/[A-Za-z0-9._/+-]*)$",
         description="URL (http/https) or absolute local path of the fleet's artifact store",
     )
-    nvidia_repo: str | None = pydantic.Field(
+    nvidia_repo: HttpUrl | None = pydantic.Field(
         default=None,
-        pattern=r"^https?://[A-Za-z0-9.:_/+-]+$",
         description="http(s) URL of the NVIDIA CUDA apt repository or the fleet's mirror of it "
         "(default: NVIDIA's repository for the host's OS release and architecture)",
     )
@@ -74,9 +77,8 @@ class HostSettings(pydantic.BaseModel):
         default="/", pattern=r"^(/|[a-z0-9][a-z0-9._-]*( [a-z0-9._-]+)*)$",
         description="apt suite and components after the URL: '/' for NVIDIA's flat repository, e.g. 'lab main' for a mirror",
     )
-    nvidia_repo_key: str | None = pydantic.Field(
+    nvidia_repo_key: HttpUrl | None = pydantic.Field(
         default=None,
-        pattern=r"^https?://[A-Za-z0-9.:_/+-]+$",
         description="http(s) URL of the ASCII-armoured key that signs the NVIDIA repository "
         "(default: <nvidia_repo>/3bf863cc.pub)",
     )
@@ -87,14 +89,12 @@ class HostSettings(pydantic.BaseModel):
     nvidia_driver_branch: str = pydantic.Field(
         default="570", pattern=r"^[0-9]{3}(-open)?$", description="driver branch such as 570 or 570-open"
     )
-    l4t_repo: str = pydantic.Field(
+    l4t_repo: HttpUrl = pydantic.Field(
         default="https://repo.download.nvidia.com/jetson",
-        pattern=r"^https?://[A-Za-z0-9.:_/+-]+$",
         description="http(s) URL of the Jetson L4T apt repository or the fleet's mirror of it",
     )
-    l4t_repo_key: str = pydantic.Field(
+    l4t_repo_key: HttpUrl = pydantic.Field(
         default="https://repo.download.nvidia.com/jetson/jetson-ota-public.asc",
-        pattern=r"^https?://[A-Za-z0-9.:_/+-]+$",
         description="http(s) URL of the ASCII-armoured key that signs the L4T repository",
     )
     jetpack_packages: tuple[str, ...] = pydantic.Field(
@@ -164,7 +164,7 @@ def host_settings(data: dict[str, Any], catalog: Catalog, source: str) -> HostSe
     settings = validate(HostSettings, present, source, error=InventoryError)
     for key in ("nvidia_cuda_packages", "jetpack_packages"):
         for package in getattr(settings, key):
-            if not _PACKAGE_RE.match(package) or (key == "jetpack_packages" and package == "nvidia-cuda-toolkit"):
+            if not _PACKAGE_RE.fullmatch(package) or (key == "jetpack_packages" and package == "nvidia-cuda-toolkit"):
                 allowed = "Debian package names; never Ubuntu's nvidia-cuda-toolkit on a Jetson"
                 raise InventoryError(source, key, f"{package!r} is not allowed ({allowed})")
     if settings.artifact_key is not None:
@@ -179,4 +179,26 @@ def host_settings(data: dict[str, Any], catalog: Catalog, source: str) -> HostSe
     if settings.tier != "auto" and settings.tier not in catalog.tiers:
         allowed = ", ".join(("auto", *catalog.names))
         raise InventoryError(source, "tier", f"unknown tier {settings.tier!r}; allowed: {allowed}")
+    _check_release_ids(settings, catalog, source)
     return settings
+
+
+def _check_release_ids(settings: HostSettings, catalog: Catalog, source: str) -> None:
+    """The release ids the deploy builds from several keys must pass the operations' rule too."""
+    if settings.model is not None:
+        models, key = [settings.model], "model"
+    else:
+        tiers = catalog.ordered() if settings.tier == "auto" else [catalog.tier(settings.tier)]
+        models, key = [t.model for t in tiers], "model_version"
+    for model in models:
+        try:
+            rules.model_release_id(model.name, model.quant, settings.model_version)
+        except RuleError as exc:
+            raise InventoryError(source, key, f"{exc} (model {model.name} {model.quant}, "
+                                 f"model_version {settings.model_version!r})") from None
+    if settings.runtime_variant is not None:
+        try:
+            rules.runtime_release_id(settings.runtime_version, settings.runtime_variant)
+        except RuleError as exc:
+            raise InventoryError(source, "runtime_variant", f"{exc} (runtime_version "
+                                 f"{settings.runtime_version!r}, runtime_variant {settings.runtime_variant!r})") from None

@@ -20,13 +20,24 @@ def _key(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
 
 
+#: the longest ``(got ...)`` an error message quotes
+MAX_QUOTED = 120
+
+
+def _got(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= MAX_QUOTED else f"{text[:MAX_QUOTED]}... ({len(text)} characters)"
+
+
 def _problem(error: dict[str, Any]) -> str:
     message = error["msg"]
+    if error["type"] == "value_error" and "error" in error.get("ctx", {}):
+        message = str(error["ctx"]["error"])  # a validator's own words, without pydantic's "Value error, "
     message = message[0].lower() + message[1:] if message else "invalid value"
     if error["type"] == "missing":
         return "required key is missing"
     if "input" in error and error["type"] not in ("extra_forbidden",):
-        return f"{message} (got {error['input']!r})"
+        return f"{message} (got {_got(error['input'])})"
     return message
 
 
@@ -49,5 +60,5 @@ def validate(model: type[M], data: Any, source: str, error: type[ConfigError] = 
         problem = _problem(first)
         field = model.model_fields.get(str(first["loc"][0])) if first["loc"] else None
         if first["type"] == "string_pattern_mismatch" and field is not None and field.description:
-            problem = f"allowed: {field.description} (got {first['input']!r})"
+            problem = f"allowed: {field.description} (got {_got(first['input'])})"
         raise error(source, _key(first["loc"]), problem) from None

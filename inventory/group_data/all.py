@@ -8,7 +8,8 @@ a bad value stops the run with the file, the key and what is allowed.
 # Model tier: basic | advanced | enterprise | auto (the highest tier the host fits).
 tier = "auto"
 
-# Where model releases live on the host (releases/<id>/, current -> releases/<id>).
+# Where model releases live on the host (releases/<id>/, current -> releases/<id>): an absolute, normalised
+# directory of two or more components, not under /etc, /usr, /proc, /sys, /dev, /boot or /run.
 model_dir = "/var/lib/tierfleet/models"
 
 # How llama-server runs: "native" (systemd service) or "container" (docker + nvidia-container-toolkit).

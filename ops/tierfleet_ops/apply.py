@@ -75,19 +75,29 @@ class Applier:
         if not dry_run:
             for o in outcomes:
                 if o.status in ("changed", "unchanged"):
-                    self.state.forget(o.name)
+                    try:
+                        self.state.forget(o.name)
+                    except OSError as exc:  # the original stays on disk: restored again next time
+                        log.warning("%s: restored, but the state file could not be updated: %s", o.name, exc)
         return outcomes
 
     def _write_back(self, ch: Change, dry_run: bool) -> Outcome:
-        before = ch.knob.read()
+        """One restore write; any failure (not only the knob's own errors: no file descriptors
+        left, a tool that cannot be started) is an outcome, never an exception, so one knob cannot
+        stop the others from being restored."""
+        try:
+            before = ch.knob.read()
+        except Exception as exc:  # noqa: BLE001 - see above
+            return Outcome(ch.knob.name, None, ch.value, None, "failed", f"read: {exc}")
         if ch.knob.matches(ch.value, before):
             return Outcome(ch.knob.name, before, ch.value, before, "unchanged")
         if dry_run:
             return Outcome(ch.knob.name, before, ch.value, before, "would-change")
         try:
             ch.knob.write(ch.value)
-        except OpsError as exc:
-            return Outcome(ch.knob.name, before, ch.value, ch.knob.read(), "failed", str(exc))
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.warning("%s: restore to %r failed: %s", ch.knob.name, ch.value, exc)
+            return Outcome(ch.knob.name, before, ch.value, None, "failed", str(exc))
         after = ch.knob.read()
         status = "changed" if ch.knob.matches(ch.value, after) else "verify-failed"
         return Outcome(ch.knob.name, before, ch.value, after, status)

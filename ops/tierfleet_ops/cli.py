@@ -18,7 +18,8 @@ DEFAULT_POLICY = "/etc/tierfleet-ops/policy.yaml"
 DEFAULT_STATE = "/var/lib/tierfleet-ops/state.json"
 
 
-def host_context(sysfs_root: str, runner_path: str | None, fake_nvml: str | None, state_dir: str) -> Any:
+def host_context(sysfs_root: str, runner_path: str | None, fake_nvml: str | None, state_dir: str,
+                 sysfs_also_on: tuple[str, ...] = ()) -> Any:
     from .backends.base import HostContext
     from .runner import Runner
     from .sysfs import Sysfs
@@ -29,7 +30,11 @@ def host_context(sysfs_root: str, runner_path: str | None, fake_nvml: str | None
 
         fake = FakeNvml(fake_nvml)
         loader = lambda: fake  # noqa: E731
-    return HostContext(sysfs=Sysfs(sysfs_root), runner=Runner(path=runner_path), nvml_loader=loader,
+    try:
+        sysfs = Sysfs(sysfs_root, also_on=tuple(sysfs_also_on))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--sysfs-also-on") from None
+    return HostContext(sysfs=sysfs, runner=Runner(path=runner_path), nvml_loader=loader,
                        state_dir=state_dir)
 
 
@@ -41,12 +46,18 @@ def hardware_options(f: Any) -> Any:
         click.option("--fake-nvml", default=None, metavar="PROBE.json",
                      help="replay a recorded NVML probe instead of the driver (testing aid)"),
         click.option("--backend", "backends", multiple=True, help="only these backends (repeatable)"),
+        click.option("--sysfs-also-on", "sysfs_also_on", multiple=True, metavar="FSTYPE",
+                     envvar="TIERFLEET_OPS_SYSFS_ALSO_ON",
+                     help="on /sys, also write files on this filesystem (overlay: hosts whose /sys files are "
+                          "dressed on purpose, as in the lab); default: sysfs only"),
     ]):
         f = opt(f)
     return f
 
 
 def print_changes(result: dict[str, Any]) -> None:
+    """A dry run's diff: ``~`` would change, ``=`` already so, ``?`` knob unavailable, ``-`` skipped,
+    ``x`` a backend this host does not have (why, and which of the profile's settings it leaves)."""
     click.echo(f"profile {result['profile']}:")
     for c in result["changes"]:
         mark = {"would-change": "~", "unchanged": "=", "unavailable": "?"}.get(c["status"], "!")
@@ -54,6 +65,11 @@ def print_changes(result: dict[str, Any]) -> None:
         click.echo(f"  {mark} {c['knob']}: {c['before']} -> {c['want']}{note}")
     for s in result["skipped"]:
         click.echo(f"  - {s['knob']}: skipped: {s['reason']}")
+    for a in result.get("absent", []):
+        left = f"; not applied: {', '.join(a['settings'])}" if a["settings"] else ""
+        click.echo(f"  x {a['backend']}: absent: {a['reason']}{left}")
+    if not result["changes"] and not result["skipped"]:
+        click.echo("  nothing to compare: no knob of this profile exists on this host")
 
 
 def make_cli() -> click.Group:
@@ -74,20 +90,23 @@ def make_cli() -> click.Group:
     @hardware_options
     def run(policy_path: str, state_path: str, socket_path: str, socket_group: str | None, metrics_port: int,
             log_level: str, dry_run: bool, sysfs_root: str, proc_root: str, runner_path: str | None,
-            fake_nvml: str | None, backends: tuple[str, ...]) -> None:
+            fake_nvml: str | None, backends: tuple[str, ...], sysfs_also_on: tuple[str, ...]) -> None:
         """Run the daemon (systemd: Type=notify)."""
         import os
 
+        import psutil
+
         from . import logs
         from .daemon import Daemon, DaemonConfig
-        from .pinning import Procfs
 
         logs.setup(log_level)
+        psutil.PROCFS_PATH = proc_root  # psutil's own movable proc root (recorded trees in tests)
         cfg = DaemonConfig(policy_path=policy_path, state_path=state_path, socket_path=socket_path,
                            socket_group=socket_group, metrics_port=metrics_port or None,
                            backends=list(backends) or None,
-                           ctx=host_context(sysfs_root, runner_path, fake_nvml, os.path.dirname(state_path)),
-                           procfs=Procfs(proc_root), dry_run=dry_run)
+                           ctx=host_context(sysfs_root, runner_path, fake_nvml, os.path.dirname(state_path),
+                                            sysfs_also_on),
+                           dry_run=dry_run)
         Daemon(cfg).run()
 
     @cli.command()
@@ -110,8 +129,12 @@ def make_cli() -> click.Group:
         click.echo(f"load:     {load}  {sig}")
         click.echo("readings: " + (" ".join(f"{k}={v:.1f}" for k, v in st["readings"].items()) or "none"))
         click.echo("backends: " + (", ".join(b["name"] for b in st["backends"]) or "none"))
+        for name, why in st.get("absent_backends", {}).items():
+            click.echo(f"absent:   {name}: {why}")
         avail = sum(st["knobs"].values())
-        click.echo(f"knobs:    {avail} available of {len(st['knobs'])}")
+        missing = [k for k, ok in st["knobs"].items() if not ok]
+        click.echo(f"knobs:    {avail} available of {len(st['knobs'])}"
+                   + (f"; unavailable: {', '.join(missing)}" if missing else ""))
         if st["placement"]:
             p = st["placement"]
             click.echo(f"cpus:     os {p['reserved'] or '-'}  inference {p['inference']}")
@@ -162,7 +185,8 @@ def make_cli() -> click.Group:
                   help="compare this policy file directly, without a running daemon")
     @hardware_options
     def dry_run(profile_name: str | None, socket_path: str, policy_path: str | None, sysfs_root: str,
-                proc_root: str, runner_path: str | None, fake_nvml: str | None, backends: tuple[str, ...]) -> None:
+                proc_root: str, runner_path: str | None, fake_nvml: str | None, backends: tuple[str, ...],
+                sysfs_also_on: tuple[str, ...]) -> None:
         """Print the diff between live values and a profile; change nothing."""
         if policy_path is None:
             from .control import request
@@ -170,7 +194,7 @@ def make_cli() -> click.Group:
             print_changes(request(socket_path, {"cmd": "dry-run", "profile": profile_name}))
             return
         from .apply import Applier
-        from .backends.base import detect_backends
+        from .backends.base import not_applied, probe_backends
         from .errors import ConfigError
         from .policy import load_policy
         from .state import StateStore
@@ -180,8 +204,8 @@ def make_cli() -> click.Group:
         if name not in pol.profiles:
             raise ConfigError(policy_path, "profile", f"{name!r} is not a profile; allowed: "
                               f"{', '.join(sorted(pol.profiles))}")
-        ctx = host_context(sysfs_root, runner_path, fake_nvml, "/nonexistent")
-        found = detect_backends(ctx, list(backends) or None)
+        ctx = host_context(sysfs_root, runner_path, fake_nvml, "/nonexistent", sysfs_also_on)
+        found, absent = probe_backends(ctx, list(backends) or None)
         changes, skipped = [], []
         for b in found:
             c, s = b.plan(pol.profiles[name][b.name]) if b.name in pol.profiles[name] else ([], [])
@@ -191,7 +215,8 @@ def make_cli() -> click.Group:
         for b in found:
             b.close()
         print_changes({"profile": name, "changes": [o.as_dict() for o in out],
-                       "skipped": [{"knob": s.name, "reason": s.reason} for s in skipped]})
+                       "skipped": [{"knob": s.name, "reason": s.reason} for s in skipped],
+                       "absent": not_applied(pol.profiles[name], absent)})
 
     @cli.command("check-policy")
     @click.argument("path")
@@ -205,11 +230,22 @@ def make_cli() -> click.Group:
     @cli.command()
     @click.option("--seconds", type=float, default=60.0, show_default=True, help="how long to measure")
     @click.option("--tick", type=float, default=1.0, show_default=True)
-    def bench(seconds: float, tick: float) -> None:
-        """Measure the daemon's CPU share, RSS and load-step reaction time."""
-        from .bench import run_bench
+    @click.option("--llama-server", "llama_server", default=None, metavar="BIN",
+                  help="start this llama-server (with --model) and scrape it, as on a deployed host")
+    @click.option("--model", default=None, metavar="GGUF", help="model for --llama-server")
+    @click.option("--runtime-url", default=None, metavar="URL", help="scrape an already running llama-server")
+    @click.option("--sysfs-root", default="/sys", show_default=True)
+    @click.option("--fake-nvml/--no-fake-nvml", default=True, show_default=True,
+                  help="replay the recorded H200 NVML probe")
+    def bench(seconds: float, tick: float, llama_server: str | None, model: str | None, runtime_url: str | None,
+              sysfs_root: str, fake_nvml: bool) -> None:
+        """Measure the daemon's CPU share, RSS and load-step reaction time (every backend, a scraped runtime)."""
+        from .bench import FAKE_NVML, run_bench
 
-        run_bench(seconds, tick, click.echo)
+        if bool(llama_server) != bool(model):
+            raise click.UsageError("--llama-server and --model go together")
+        run_bench(seconds, tick, click.echo, llama_server=llama_server, model=model, runtime_url=runtime_url,
+                  fake_nvml=str(FAKE_NVML) if fake_nvml else None, sysfs_root=sysfs_root)
 
     return cli
 

@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import psutil
+
 from .apply import Applier
-from .backends.base import Backend, HostContext, detect_backends
-from .errors import ConfigError, ControlError, OpsError
+from .backends.base import Backend, HostContext, not_applied, probe_backends
+from .errors import ConfigError, ControlError, FatalError, OpsError
 from .knobs import Knob, Outcome, Skipped
 from .notify import notify, watchdog_interval_s
-from .pinning import Pinner, PinReport, Procfs, RuntimeMatch, SliceCpus
+from .pinning import Pinner, PinReport, RuntimeMatch, SliceCpus
 from .policy import Policy, load_policy
 from .selector import Selector
 from .signals import Signals, combine
@@ -32,7 +34,8 @@ from .topology import Placement, choose_cores, read_topology
 log = logging.getLogger(__name__)
 
 #: other power managers, by process name (comm is cut to 15 characters)
-POWER_MANAGERS = {"tuned": "tuned", "power-profiles-": "power-profiles-daemon",
+POWER_MANAGERS = {"tuned": "tuned", "power-profiles-": "power-profiles-daemon", "power-profiles-daemon":
+                  "power-profiles-daemon",
                   "auto-cpufreq": "auto-cpufreq", "tlp": "tlp"}
 
 
@@ -54,6 +57,27 @@ def detect_power_managers(procs: list[tuple[str, list[str]]]) -> list[str]:
     return sorted(found)
 
 
+#: seconds between two looks for other power managers (long-lived services) and at which knobs exist
+POWER_MANAGER_CHECK_S = 60.0
+
+
+def process_names() -> list[tuple[str, list[str]]]:
+    """``(name, argv)`` of every process (psutil's name: comm, completed from argv when cut). The
+    command line is read only for interpreters (``python3 /usr/sbin/tuned``), where the name
+    alone does not tell: one small read per process, not two."""
+    out = []
+    for p in psutil.process_iter(["name"]):
+        name = p.info["name"] or ""
+        argv: list[str] = []
+        if name.startswith("python") or name in ("perl", "sh", "bash"):
+            try:
+                argv = p.cmdline()
+            except psutil.Error:
+                pass
+        out.append((name, argv))
+    return out
+
+
 @dataclass
 class DaemonConfig:
     policy_path: str
@@ -64,7 +88,6 @@ class DaemonConfig:
     metrics_addr: str = "127.0.0.1"
     backends: list[str] | None = None
     ctx: HostContext = field(default_factory=HostContext)
-    procfs: Procfs = field(default_factory=Procfs)
     cgroup_root: str = "/sys/fs/cgroup"
     #: CPUs placement may use; None: this process's affinity (``os.sched_getaffinity(0)``)
     allowed_cpus: set[int] | None = None
@@ -84,11 +107,13 @@ class Daemon:
         self.policy_mtime = self._mtime()
         self.policy_error: str | None = None
         self.backends: list[Backend] = []
+        #: backends this host does not have, and why
+        self.absent: dict[str, str] = {}
         self.state = StateStore(cfg.state_path)
         self.applier = Applier(self.state)
         self.selector = Selector(self.policy.switching, self.policy.default_profile, self.policy.windows)
         self.signals = Signals(self.policy.runtime)
-        self.pinner = Pinner(self._match(), cfg.procfs, self.state)
+        self.pinner = Pinner(self._match(), self.state)
         self.slices = SliceCpus(cfg.ctx.runner, cfg.cgroup_root)
         self.placement: Placement | None = None
         self.online_seen: str | None = None
@@ -105,10 +130,14 @@ class Daemon:
         self.knob_available: dict[str, bool] = {}
         self._next_pin = 0.0
         self._next_reapply: float | None = None
+        self._next_pm_check = float("-inf")  # looked at in start(); then every POWER_MANAGER_CHECK_S
         self._next_watchdog = 0.0
         self._last_now: float | None = None
         self.server: Any = None
         self.metrics_server: Any = None
+        #: why the daemon must stop (set from any thread by :meth:`fatal`)
+        self.fatal_error: BaseException | None = None
+        self._stopped = False
 
     # --- setup ------------------------------------------------------------------------------
 
@@ -129,9 +158,9 @@ class Daemon:
         if self.cfg.socket_path:
             from .control import ControlServer
 
-            self.server = ControlServer(self, self.cfg.socket_path, self.cfg.socket_group)
+            self.server = ControlServer(self, self.cfg.socket_path, self.cfg.socket_group, on_fatal=self.fatal)
             self.server.start()
-        self.backends = detect_backends(self.cfg.ctx, self.cfg.backends)
+        self.backends, self.absent = probe_backends(self.cfg.ctx, self.cfg.backends)
         names = list(self.state.originals)
         for b in self.backends:
             adopt = getattr(b, "adopt_originals", None)
@@ -141,6 +170,7 @@ class Daemon:
             log.warning("found %d original value(s) recorded by an earlier run; they will be restored on stop",
                         len(names))
         self.check_power_managers()
+        self._next_pm_check = time.monotonic() + POWER_MANAGER_CHECK_S
         with self.lock:
             self.apply_profile(self.selector.current, reason="start")
             self.update_placement(force=True)
@@ -159,15 +189,13 @@ class Daemon:
 
     def check_power_managers(self) -> None:
         """Warn (once per change) when tuned, power-profiles-daemon or auto-cpufreq runs."""
-        found = detect_power_managers(
-            [((self.cfg.procfs.read(p, "comm") or "").strip(), self.cfg.procfs.argv(p))
-             for p in self.cfg.procfs.pids()])
+        found = detect_power_managers(process_names())
         for m in sorted(set(found) - set(self.other_managers)):
             log.warning("another power manager is running: %s; it will fight this daemon over the same knobs", m)
         self.other_managers = found
 
     def refresh_knob_availability(self) -> None:
-        """Which knobs exist; read at start and on each re-verify pass, not per status request."""
+        """Which knobs exist; read at start and every POWER_MANAGER_CHECK_S, not per status request."""
         self.knob_available = {n: k.read() is not None for n, k in sorted(self.knobs().items())}
 
     # --- profile application -----------------------------------------------------------------
@@ -221,7 +249,8 @@ class Daemon:
             outcomes = self.apply_profile(p, "dry-run", dry_run=True)
             skipped = self.plan(p)[1]
         return {"profile": p, "changes": [o.as_dict() for o in outcomes],
-                "skipped": [{"knob": s.name, "reason": s.reason} for s in skipped]}
+                "skipped": [{"knob": s.name, "reason": s.reason} for s in skipped],
+                "absent": not_applied(self.policy.profiles[p], self.absent)}
 
     # --- placement ----------------------------------------------------------------------------
 
@@ -250,7 +279,7 @@ class Daemon:
     def pin_now(self) -> PinReport:
         if not (self.policy.pinning["enabled"] and self.placement and self.placement.inference):
             return self.last_pin
-        rep = self.pinner.pin(self.placement.inference, dry_run=self.cfg.dry_run)
+        rep = self.pinner.pin(self.placement.inference, dry_run=self.cfg.dry_run, threads=self.placement.threads)
         self.last_pin = rep
         return rep
 
@@ -282,8 +311,10 @@ class Daemon:
             if now >= self._next_reapply:
                 self._next_reapply = now + self.policy.top["reapply_s"]
                 self.reapply()
-                self.refresh_knob_availability()
+            if now >= self._next_pm_check:
+                self._next_pm_check = now + POWER_MANAGER_CHECK_S
                 self.check_power_managers()
+                self.refresh_knob_availability()
             if now >= self._next_pin:
                 self._next_pin = now + self.policy.pinning["interval_s"]
                 self.pin_now()
@@ -327,6 +358,7 @@ class Daemon:
         self.selector = Selector(new.switching, new.default_profile, new.windows)
         self.selector.current = current
         self.selector.held = held if held in new.profiles else None
+        self.signals.close()
         self.signals = Signals(new.runtime)
         self.pinner.match = self._match()
         log.info("policy reloaded", extra={"fields": {"old": old.hash, "new": new.hash}})
@@ -334,7 +366,20 @@ class Daemon:
         self.update_placement(force=True)
         return True
 
+    def fatal(self, exc: BaseException) -> None:
+        """Stop the daemon because of ``exc`` (from any thread): :meth:`run` restores the recorded
+        originals, then raises :class:`FatalError` (exit status 1, so systemd restarts it)."""
+        if self.fatal_error is None:
+            self.fatal_error = exc
+        self.stop_event.set()
+
     def run(self) -> None:
+        """The process's main function: start, tick until stopped, restore on every way out.
+
+        SIGTERM/SIGINT stop it cleanly. Whatever ends the loop (a signal, an error that escapes a
+        tick, a dead control server) passes through :meth:`stop`, which puts the recorded
+        originals back; an error is then raised again as :class:`FatalError`.
+        """
         signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
         signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
         signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
@@ -356,39 +401,67 @@ class Daemon:
                     # stops the watchdog pings and systemd restarts the daemon
                     log.exception("tick failed")
                 self.stop_event.wait(max(0.0, self.policy.top["tick_s"] - (time.monotonic() - t0)))
-        finally:
+        except BaseException as exc:
+            log.critical("control loop failed: %r", exc, exc_info=exc)
+            self.fatal(exc)
             self.stop()
+            raise
+        self.stop()
+        if self.fatal_error is not None:
+            raise FatalError(f"stopped after a fatal error, originals restored: {self.fatal_error!r}") \
+                from self.fatal_error
 
     def stop(self) -> list[Outcome]:
-        notify("STOPPING=1")
+        """Put back every recorded original (``on_stop: restore``) and every thread's mask.
+
+        Each step runs even when an earlier one fails (a full disk, no file descriptors left), so
+        no fatal path skips the restore; a second call does nothing.
+        """
+        if self._stopped:
+            return []
+        self._stopped = True
         outcomes: list[Outcome] = []
+
+        def step(what: str, fn: Any) -> Any:
+            try:
+                return fn()
+            except Exception:  # noqa: BLE001 - go on with the rest of the restore
+                log.exception("stop: %s failed", what)
+                return None
+
+        step("notify", lambda: notify("STOPPING=1"))
         if self.server:
-            self.server.stop()
+            step("control socket", self.server.stop)
         if self.metrics_server:
-            self.metrics_server.shutdown()
-            self.metrics_server.server_close()
+            step("metrics", self.metrics_server.shutdown)
+            step("metrics", self.metrics_server.server_close)
         with self.lock:
             if self.policy.top["on_stop"] == "restore" and not self.cfg.dry_run:
-                order_by = {}
-                for b in self.backends:
-                    for name in b.knobs():
-                        order_by[name] = b
-                knobs = self.knobs()
-
-                def order(changes: list[Any]) -> list[Any]:
-                    out: list[Any] = []
-                    for b in self.backends:
-                        out.extend(b.order([c for c in changes if order_by.get(c.knob.name) is b]))
-                    return out + [c for c in changes if c.knob.name not in order_by]  # systemd slices
-
-                outcomes = self.applier.restore(knobs, order=order)
-                log.info("restored originals", extra={"fields": {
-                    "restored": sum(o.status == "changed" for o in outcomes),
-                    "failed": sum(o.status in ("failed", "verify-failed") for o in outcomes)}})
+                outcomes = step("restore", self._restore) or []
             if not self.cfg.dry_run:
-                self.pinner.unpin()
+                step("unpin", self.pinner.unpin)
             for b in self.backends:
-                b.close()
+                step(f"close {b.name}", b.close)
+            step("close runtime endpoints", self.signals.close)
+        return outcomes
+
+    def _restore(self) -> list[Outcome]:
+        order_by = {}
+        for b in self.backends:
+            for name in b.knobs():
+                order_by[name] = b
+        knobs = self.knobs()
+
+        def order(changes: list[Any]) -> list[Any]:
+            out: list[Any] = []
+            for b in self.backends:
+                out.extend(b.order([c for c in changes if order_by.get(c.knob.name) is b]))
+            return out + [c for c in changes if c.knob.name not in order_by]  # systemd slices
+
+        outcomes = self.applier.restore(knobs, order=order)
+        log.info("restored originals", extra={"fields": {
+            "restored": sum(o.status == "changed" for o in outcomes),
+            "failed": sum(o.status in ("failed", "verify-failed") for o in outcomes)}})
         return outcomes
 
     # --- reporting ----------------------------------------------------------------------------
@@ -404,7 +477,8 @@ class Daemon:
                 "profile": self.selector.current, "held": self.selector.held, "reason": self.selector.reason,
                 "policy": {"path": self.cfg.policy_path, "hash": self.policy.hash, "error": self.policy_error},
                 "load_pct": self.load, "signals": self.sample, "readings": self.readings,
-                "backends": [b.describe() for b in self.backends], "governors": governors,
+                "backends": [b.describe() for b in self.backends], "absent_backends": dict(self.absent),
+                "governors": governors,
                 "knobs": dict(self.knob_available),
                 "placement": self.placement.as_dict() if self.placement else None,
                 "pinning": {"pids": self.last_pin.pids, "threads": self.last_pin.threads,

@@ -53,6 +53,11 @@ class CommandError(OpsError, RuntimeError):
         super().__init__(f"{shlex.join(argv)} exited {returncode}: {output.strip()[:300]}")
 
 
+class FatalError(OpsError, RuntimeError):
+    """The daemon stopped on an error it cannot run on with (its control server died, its loop
+    crashed); the recorded originals were restored before it was raised."""
+
+
 class ControlError(OpsError, ConnectionError):
     """The control socket could not be reached or answered with an error."""
 

@@ -2,19 +2,35 @@
 
 Nothing is updated per tick: a collector reads the daemon's last tick on each scrape
 (``curl -s 127.0.0.1:9464/metrics``).
+
+prometheus_client's own ``start_http_server`` starts a thread per connection, so any local user
+could hold a thousand idle connections and a thousand threads. Here its WSGI app is served by
+one thread, one connection at a time, with a :data:`CLIENT_TIMEOUT_S` deadline on every read
+and write and :data:`SCRAPE_DEADLINE_S` for the whole scrape: a flood only queues in the
+kernel's backlog.
 """
 
 from __future__ import annotations
 
+import logging
+import socket
+import threading
 from typing import TYPE_CHECKING, Any
 from collections.abc import Iterator
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
-from prometheus_client.exposition import start_http_server
 
 if TYPE_CHECKING:
     from .daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+#: seconds a scraper may take for each read or write before it is cut
+CLIENT_TIMEOUT_S = 2.0
+#: seconds a whole scrape may take
+SCRAPE_DEADLINE_S = 5.0
 
 P = "tierfleet_ops_"
 
@@ -77,9 +93,48 @@ def make_registry(daemon: Daemon) -> CollectorRegistry:
     return reg
 
 
+class _Handler(WSGIRequestHandler):
+    timeout = CLIENT_TIMEOUT_S  # socket timeout on every read and write of one scrape
+
+    def setup(self) -> None:
+        super().setup()
+        # and a deadline for the whole scrape: a client that drips a byte now and then is cut too
+        self._deadline = threading.Timer(SCRAPE_DEADLINE_S, self._cut)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _cut(self) -> None:
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        try:
+            super().finish()
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        """Scrapes are not logged."""
+
+
+class _Server(WSGIServer):
+    request_queue_size = 16
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("metrics: a scrape from %s failed or timed out", client_address)
+
+
 def start_metrics(daemon: Daemon, addr: str, port: int) -> Any:
     """Serve ``/metrics`` on ``addr:port`` (loopback only); returns the server (``.shutdown()``)."""
     if not (addr.startswith("127.") or addr == "::1"):
         raise ValueError(f"metrics address {addr} is not loopback")
-    server, _thread = start_http_server(port, addr=addr, registry=make_registry(daemon))
+
+    class Server(_Server):
+        address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+    server = make_server(addr, port, make_wsgi_app(make_registry(daemon)), Server, handler_class=_Handler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

@@ -1,10 +1,13 @@
 """Finding the inference runtime's processes and pinning every one of their threads.
 
 Processes are found by systemd unit (their cgroup path), pid file, container id (cgroup path)
-or executable name. Each thread id under ``/proc/<pid>/task`` gets ``sched_setaffinity``
+or executable name, through psutil (whose ``psutil.PROCFS_PATH`` moves the proc root for recorded
+trees; ``--proc-root`` sets it). Each thread of the runtime gets ``sched_setaffinity``
 (command-line equivalent: ``taskset -a -p -c 2-15 PID``). New threads inherit their creator's
-mask, but the daemon re-checks every tick anyway. The runtime's configured thread count
-(llama.cpp ``-t``/``--threads``, ``OMP_NUM_THREADS``) is compared with the inference cores.
+mask, but the daemon re-checks every ``pinning.interval_s`` anyway. The runtime's configured
+thread count (llama.cpp ``-t``/``--threads``, ``OMP_NUM_THREADS``) is compared with the
+inference cores; it is read once per process (a process's command line and environment do not
+change).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 from .errors import CommandError, UnavailableError
 from .knobs import Change, Knob
@@ -101,55 +106,17 @@ def parse_thread_count(argv: list[str], environ: dict[str, str]) -> int | None:
     return int(v) if v.isdigit() else None
 
 
-def parse_environ(raw: bytes) -> dict[str, str]:
-    """``/proc/<pid>/environ`` (NUL-separated) as a dict."""
-    out = {}
-    for item in raw.split(b"\0"):
-        if b"=" in item:
-            k, v = item.split(b"=", 1)
-            out[k.decode(errors="replace")] = v.decode(errors="replace")
-    return out
+def read_cgroup(pid: int) -> list[str]:
+    """cgroup paths of a process (``/proc/<pid>/cgroup`` under ``psutil.PROCFS_PATH``; psutil has
+    no accessor for them); empty when the process is gone."""
+    try:
+        with open(os.path.join(psutil.PROCFS_PATH, str(pid), "cgroup"), errors="replace") as f:
+            return parse_cgroup(f.read())
+    except OSError:
+        return []
 
 
-class Procfs:
-    """/proc under a movable root (psutil's PROCFS_PATH idea)."""
-
-    def __init__(self, root: str = "/proc") -> None:
-        self.root = Path(root)
-
-    def pids(self) -> list[int]:
-        try:
-            return sorted(int(p) for p in os.listdir(self.root) if p.isdigit())
-        except OSError:
-            return []
-
-    def read(self, pid: int, leaf: str) -> str | None:
-        try:
-            return (self.root / str(pid) / leaf).read_text(errors="replace")
-        except OSError:
-            return None
-
-    def argv(self, pid: int) -> list[str]:
-        try:
-            raw = (self.root / str(pid) / "cmdline").read_bytes()
-        except OSError:
-            return []
-        return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-
-    def environ(self, pid: int) -> dict[str, str]:
-        try:
-            return parse_environ((self.root / str(pid) / "environ").read_bytes())
-        except OSError:
-            return {}
-
-    def tids(self, pid: int) -> list[int]:
-        try:
-            return sorted(int(t) for t in os.listdir(self.root / str(pid) / "task") if t.isdigit())
-        except OSError:
-            return []
-
-
-def find_runtime(match: RuntimeMatch, procfs: Procfs) -> list[int]:
+def find_runtime(match: RuntimeMatch) -> list[int]:
     """Pids of the runtime's processes."""
     if match.empty():
         return []
@@ -157,25 +124,22 @@ def find_runtime(match: RuntimeMatch, procfs: Procfs) -> list[int]:
     if match.pidfile:
         try:
             pid = parse_pidfile(Path(match.pidfile).read_text())
-        except OSError:
+        except (OSError, ValueError):
             pid = None
-        if pid is not None and procfs.read(pid, "stat") is not None:
+        if pid is not None and pid > 0 and psutil.pid_exists(pid):
             pids.add(pid)
     if match.unit or match.container or match.name:
         me = os.getpid()
-        for pid in procfs.pids():
-            if pid == me:
+        for p in psutil.process_iter(["name", "cmdline"] if match.name else None):
+            if p.pid == me:
                 continue
-            if match.unit or match.container:
-                cg = procfs.read(pid, "cgroup")
-                if cg and cgroup_matches(parse_cgroup(cg), match.unit, match.container):
-                    pids.add(pid)
-                    continue
+            if (match.unit or match.container) and cgroup_matches(read_cgroup(p.pid), match.unit, match.container):
+                pids.add(p.pid)
+                continue
             if match.name:
-                comm = (procfs.read(pid, "comm") or "").strip()
-                argv = procfs.argv(pid)
-                if comm == match.name or (argv and os.path.basename(argv[0]) == match.name):
-                    pids.add(pid)
+                argv = p.info["cmdline"] or []
+                if p.info["name"] == match.name or (argv and os.path.basename(argv[0]) == match.name):
+                    pids.add(p.pid)
     return sorted(pids)
 
 
@@ -191,29 +155,61 @@ class PinReport:
 class Pinner:
     """Pins every thread of the runtime to the inference CPUs; remembers originals to undo."""
 
-    def __init__(self, match: RuntimeMatch, procfs: Procfs | None = None, state: StateStore | None = None) -> None:
+    def __init__(self, match: RuntimeMatch, state: StateStore | None = None) -> None:
         self.match = match
-        self.procfs = procfs or Procfs()
         self.state = state if state is not None else StateStore(None)
         self.pinned_total = 0
         self._reported: dict[int, int] = {}
+        #: pid -> (its psutil.Process, its configured thread count): read once per process
+        self._procs: dict[int, tuple[psutil.Process, int | None]] = {}
 
-    def pin(self, cpus: list[int], dry_run: bool = False) -> PinReport:
+    def _process(self, pid: int) -> tuple[psutil.Process, int | None] | None:
+        known = self._procs.get(pid)
+        if known is not None and known[0].is_running():  # same pid and start time
+            return known
+        try:
+            proc = psutil.Process(pid)
+            with proc.oneshot():
+                argv = proc.cmdline()
+                try:
+                    env = proc.environ()
+                except psutil.AccessDenied:
+                    env = {}
+        except psutil.Error:
+            return None
+        self._procs[pid] = (proc, parse_thread_count(argv, env))
+        return self._procs[pid]
+
+    def pin(self, cpus: list[int], dry_run: bool = False, threads: int | None = None) -> PinReport:
         """One pass: pin any thread whose mask is not ``cpus`` (``dry_run``: only count them).
 
+        ``threads`` is the thread count the placement wants (one per physical core of ``cpus``; default: one
+        per CPU); a runtime started with another count is reported, once per process and count.
         Original masks are written to the state file before the threads are changed.
         """
         want = set(cpus)
+        wanted_threads = threads if threads else len(want)
         rep = PinReport()
         if not want:
             return rep
         todo: list[tuple[int, int, set[int]]] = []
-        for pid in find_runtime(self.match, self.procfs):
+        pids = find_runtime(self.match)
+        for pid in list(self._procs):
+            if pid not in pids:
+                del self._procs[pid]
+        for pid in pids:
+            known = self._process(pid)
+            if known is None:
+                continue  # gone meanwhile
+            proc, configured = known
+            try:
+                tids = [t.id for t in proc.threads()]
+            except psutil.Error:
+                continue
             rep.pids.append(pid)
-            configured = parse_thread_count(self.procfs.argv(pid), self.procfs.environ(pid))
-            if configured is not None and configured != len(want):
+            if configured is not None and configured != wanted_threads:
                 rep.thread_mismatch[pid] = configured
-            for tid in self.procfs.tids(pid):
+            for tid in tids:
                 try:
                     have = os.sched_getaffinity(tid)
                 except OSError:
@@ -237,8 +233,8 @@ class Pinner:
         self.pinned_total += 0 if dry_run else rep.newly_pinned
         for pid, n in rep.thread_mismatch.items():
             if self._reported.get(pid) != n:  # once per process and count, not every pass
-                log.warning("runtime pid %d runs %d threads but has %d inference CPUs (%s)",
-                            pid, n, len(want), format_cpulist(want))
+                log.warning("runtime pid %d runs %d threads but its placement wants %d (inference CPUs %s)",
+                            pid, n, wanted_threads, format_cpulist(want))
         self._reported = dict(rep.thread_mismatch)
         return rep
 

@@ -2,7 +2,11 @@
 
 Like psutil's ``PROCFS_PATH`` the root is injectable so tests feed recorded trees. Reads never
 raise for a missing or unreadable file: they return ``None`` ("unavailable"). Writes are refused
-unless the path matches :data:`WRITABLE`; a policy names settings, never paths.
+unless the path matches :data:`WRITABLE`; a policy names settings, never paths. A write opens
+the file with ``O_NOFOLLOW`` (a symlink planted at an allowlisted path is refused, not
+followed), never creates or truncates before the checks, refuses anything but a regular file
+and, when the root is the real ``/sys``, checks with ``fstatfs(2)`` that the open file lives on
+sysfs (:data:`SYSFS_MAGIC`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import errno
 import logging
 import os
 import re
+import stat
 from pathlib import Path
 
 from .errors import NotAllowedError, UnavailableError
@@ -28,6 +33,40 @@ WRITABLE: tuple[re.Pattern[str], ...] = tuple(
         r"class/devfreq/[A-Za-z0-9_.:-]+/(min_freq|max_freq)",
     )
 )
+
+
+#: ``f_type`` of sysfs in ``statfs(2)`` (linux/magic.h)
+SYSFS_MAGIC = 0x62656572
+#: other filesystems a host may explicitly accept as well (``--sysfs-also-on``), by name
+FS_MAGIC = {"overlay": 0x794C7630, "tmpfs": 0x01021994, "ext4": 0xEF53, "xfs": 0x58465342, "btrfs": 0x9123683E}
+
+_fstatfs = None
+
+
+def fs_magic(fd: int) -> int:
+    """The filesystem type (``f_type``) of an open file, from libc's ``fstatfs(2)``.
+
+    ``os.fstatvfs`` is POSIX ``fstatvfs``, which has no ``f_type``. ``f_type`` is the first field
+    of ``struct statfs`` on every Linux ABI, a C ``long`` (``__fsword_t``).
+
+    >>> fd = os.open("/proc/self/stat", os.O_RDONLY)
+    >>> hex(fs_magic(fd)) == hex(0x9FA0)  # PROC_SUPER_MAGIC
+    True
+    >>> os.close(fd)
+    """
+    global _fstatfs
+    import ctypes  # only writes on a real host need it
+
+    if _fstatfs is None:
+        fn = ctypes.CDLL(None, use_errno=True).fstatfs
+        fn.argtypes = (ctypes.c_int, ctypes.c_void_p)
+        fn.restype = ctypes.c_int
+        _fstatfs = fn
+    buf = ctypes.create_string_buffer(512)  # struct statfs is 120 bytes on 64-bit Linux
+    if _fstatfs(fd, buf) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return ctypes.c_long.from_buffer(buf).value
 
 
 def is_writable(rel: str) -> bool:
@@ -49,8 +88,18 @@ class Sysfs:
     True
     """
 
-    def __init__(self, root: str | os.PathLike[str] = "/sys") -> None:
+    def __init__(self, root: str | os.PathLike[str] = "/sys", require_sysfs: bool | None = None,
+                 also_on: tuple[str, ...] = ()) -> None:
         self.root = Path(root)
+        self._root = str(root)
+        #: refuse writes to files not on sysfs (default: when the root is the real /sys)
+        self.require_sysfs = os.path.realpath(self.root) == "/sys" if require_sysfs is None else require_sysfs
+        unknown = sorted(set(also_on) - set(FS_MAGIC))
+        if unknown:
+            raise ValueError(f"unknown filesystem {unknown[0]!r}; allowed: {', '.join(sorted(FS_MAGIC))}")
+        #: filesystem types accepted besides sysfs: a host whose /sys files are dressed on purpose
+        #: (the lab's bind-mounted trees are on overlay)
+        self.accepted = {SYSFS_MAGIC} | {FS_MAGIC[n] for n in also_on}
 
     def path(self, rel: str) -> Path:
         return self.root / rel
@@ -68,7 +117,7 @@ class Sysfs:
     def read(self, rel: str) -> str | None:
         """The stripped content of a file, or ``None`` when missing, unreadable or not supported."""
         try:
-            with open(self.path(rel), encoding="ascii", errors="replace") as f:
+            with open(os.path.join(self._root, rel), encoding="ascii", errors="replace") as f:
                 return f.read().strip()
         except OSError as exc:
             if exc.errno not in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENODEV,
@@ -87,14 +136,29 @@ class Sysfs:
             raise NotAllowedError(f"refusing to write {rel!r}: not on the sysfs allowlist")
         try:
             self._write_file(self.path(rel), value)
+        except NotAllowedError:
+            raise
         except OSError as exc:
             raise UnavailableError(f"{self.path(rel)}: write {value!r} refused: "
                                    f"{os.strerror(exc.errno or 0)}") from exc
 
     def _write_file(self, path: Path, value: str) -> None:
-        # no O_CREAT: sysfs files exist or the knob is not there
-        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        # no O_CREAT (sysfs files exist or the knob is not there), no O_TRUNC before the checks,
+        # O_NONBLOCK so a FIFO planted in a test tree cannot hang the open
         try:
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise NotAllowedError(f"refusing to write {path}: it is a symbolic link") from None
+            raise
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise NotAllowedError(f"refusing to write {path}: not a regular file")
+            magic = fs_magic(fd) if self.require_sysfs else None
+            if magic is not None and magic not in self.accepted:
+                raise NotAllowedError(f"refusing to write {path}: not on sysfs (filesystem type {magic:#x})")
+            if magic != SYSFS_MAGIC:
+                os.ftruncate(fd, 0)  # a tree of plain files (recorded, or dressed); sysfs takes each write whole
             os.write(fd, value.encode("ascii"))
         finally:
             os.close(fd)

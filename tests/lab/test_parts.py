@@ -136,10 +136,25 @@ def test_machine_restore_puts_back_only_what_was_recorded(tmp_path, monkeypatch)
     monkeypatch.setattr(machine, "INOTIFY", limit)
     record: dict = {"inotify_max_user_instances": 128}
     limit.write_text("1024\n")
-    machine.restore(record)
+    machine.restore(record, busy=True)  # another lab's hosts still run: they keep the raised limit
+    assert limit.read_text() == "1024\n" and record == {"inotify_max_user_instances": 128}
+    machine.restore(record, busy=False)
     assert limit.read_text() == "128\n" and record == {}
-    machine.restore(record)  # nothing recorded: nothing written
+    machine.restore(record, busy=False)  # nothing recorded: nothing written
     assert limit.read_text() == "128\n"
+
+
+def test_the_inotify_limit_counts_every_lab_on_the_machine(tmp_path, monkeypatch):
+    limit = tmp_path / "max_user_instances"
+    monkeypatch.setattr(machine, "INOTIFY", limit)
+    monkeypatch.setattr(machine, "NSPAWN_RUN", tmp_path)  # "mounted" already: the tmpfs step does nothing
+    monkeypatch.setattr(machine, "mounts_under", lambda path: [path])
+    limit.write_text("128\n")
+    record: dict = {}
+    machine.setup(record, 3, running=2)  # 5 hosts in all: enough instances
+    assert limit.read_text() == "128\n" and record == {}
+    machine.setup(record, 3, running=7)  # another lab already runs 7 hosts
+    assert limit.read_text() == "1024\n" and record == {"inotify_max_user_instances": 128}
 
 
 def test_nspawn_running_finds_a_process_by_its_name(tmp_path):

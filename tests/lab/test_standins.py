@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 
-from conftest import RECORDINGS
+from conftest import RECORDINGS, STANDINS
 
 QUERY = ("index,name,memory.total,compute_cap,driver_version,persistence_mode,power.limit,"
          "power.default_limit,power.min_limit,power.max_limit,clocks.max.sm,mig.mode.current")
@@ -107,6 +110,22 @@ def test_nvpmodel_nano_5w_takes_cpus_offline_and_back(standin):
     assert cpuinfo.read_text().count("processor\t:") == 4
     assert (cpu / "cpufreq/policy0/scaling_max_freq").read_text() == "1479000\n"
     assert (root / "sys/class/devfreq/57000000.gpu/max_freq").read_text() == "921600000\n"
+
+
+@ROOT_ONLY
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare (util-linux) not installed")
+def test_nvpmodel_switches_modes_under_a_read_only_usr(standin):
+    """The ops daemon runs nvpmodel with /usr read-only (ProtectSystem=): the mode still switches."""
+    assert standin("jetson-nano", "nvpmodel", "-q").returncode == 0
+    root = standin.roots["jetson-nano"]
+    usr = root / "usr"
+    env = dict(os.environ, TIERFLEET_LAB_STANDIN_ROOT=str(root), HOME="/root")
+    script = f"mount --bind {usr} {usr} && mount -o remount,bind,ro {usr} && exec \"$@\""
+    run = subprocess.run(["unshare", "--mount", "sh", "-c", script, "sh", sys.executable,
+                          str(STANDINS / "nvpmodel"), "-m", "1"], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert (root / "sys/devices/system/cpu/online").read_text() == "0-1\n"
+    assert standin("jetson-nano", "nvpmodel", "-q").stdout == "NV Power Mode: 5W\n1\n"
 
 
 @ROOT_ONLY

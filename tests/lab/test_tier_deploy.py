@@ -95,7 +95,8 @@ def test_tier_basic_converges_then_changes_nothing(lab, published, group):
     first = pyinfra(lab, "deploys/tier_basic.py", "--limit", group)
     assert first.returncode == (1 if refused else 0), first.stdout[-4000:]
     total = grand_total(first.stdout)
-    assert total["error"] == len(refused) and total["success"] > 0, first.stdout[-4000:]
+    # success > 0 on a fresh host; a module that ran before (the energy policy tests) may have converged it
+    assert total["error"] == len(refused) and total["success"] + total["no_change"] > 0, first.stdout[-4000:]
     for name in names:
         lines = " ".join(host_lines(first.stdout, name))
         if name in refused:
@@ -133,7 +134,7 @@ def test_a_repository_key_that_does_not_match_its_pinned_sha256_is_not_installed
     keyring = {"nvidia_repo_key_sha256": "/usr/share/keyrings/cuda-archive-keyring.asc",
                "l4t_repo_key_sha256": "/usr/share/keyrings/nvidia-l4t-archive-keyring.asc"}[key]
     before = in_host(lab, host, "sha256sum", keyring).stdout
-    run = pyinfra(lab, "deploys/tier_basic.py", "--limit", host, "--data", f"{key}={'0' * 64}")
+    run = pyinfra(lab, "deploys/tier_basic.py", "--limit", host, "--data", f"{key}={'f' * 64}")
     assert run.returncode == 1, run.stdout[-3000:]
-    assert f"does not have the pinned sha256 {'0' * 64}; {keyring} was left as it was" in run.stdout
+    assert f"does not have the pinned sha256 {'f' * 64}; {keyring} was left as it was" in run.stdout
     assert in_host(lab, host, "sha256sum", keyring).stdout == before  # the key apt trusts is unchanged

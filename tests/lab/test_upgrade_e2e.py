@@ -28,7 +28,7 @@ MODEL = "/var/lib/tierfleet/models"
 
 @pytest.fixture(scope="module")
 def versions(lab, tmp_path_factory):
-    """The lab's artifacts, plus tiny-model versions 11 and 12 (load) and 15 (verifies, does not load), signed."""
+    """The lab's artifacts, plus tiny-model versions 11, 12 and 13 (load) and 15 (verifies, does not load), signed."""
     from tierfleet.artifacts.gguf_tiny import write_tiny_gguf
     from tierfleet.artifacts.llama_build import cached_runtime
     from tierfleet.artifacts.manifest import publish
@@ -40,7 +40,7 @@ def versions(lab, tmp_path_factory):
     publish_lab_artifacts(lab.root, REPO / ".cache" / "runtime", log=lambda _: None, lab_cache=lab.cache)
     store = artifacts_dir(lab.root)
     work = tmp_path_factory.mktemp("upgrade-models")
-    for version, seed in (("11", 11), ("12", 12)):
+    for version, seed in (("11", 11), ("12", 12), ("13", 13)):
         files = write_tiny_gguf(work / version / "tiny-q8_0.gguf", qtype="q8_0", seed=seed)
         publish(store, files, kind="model", name="tiny-llama-Q8_0", version=version, compress=False)
     (work / "15").mkdir()
@@ -167,3 +167,20 @@ def test_resume_after_the_cli_is_killed(lab, versions, tmp_path):
     assert report["hosts"][order[0]]["attempts"] == 1 and report["hosts"][order[1]]["attempts"] == 2
     for host in HOSTS:
         assert serving(lab, host) == "tiny-llama-Q8_0-11" and healthy(lab, host), host
+
+
+def test_a_model_the_mirror_corrupts_fails_its_host_before_anything_switches(lab, versions, tmp_path):
+    before = {host: serving(lab, host) for host in HOSTS}
+    # the model file only: its signed manifest arrives intact, so the host's own sha256 check must catch it
+    lab.fault("mirror", mode="corrupt", prefix="/artifacts/tiny-llama-Q8_0/13/tiny-q8_0.gguf")
+    try:
+        rc, report = upgrade(tmp_path / "state.json", *new("--model-version", "13", "--serial", "1"))
+    finally:
+        lab.clear()
+    assert rc == 1 and not report["ok"]
+    first = report["hosts"][report["batches"][0][0]]
+    assert first["status"] == "failed" and "sha256 mismatch" in first["error"]
+    assert first["after"]["model"] == first["before"]["model"]  # nothing was switched
+    assert sum(run["status"] == "pending" for run in report["hosts"].values()) == len(HOSTS) - 1
+    for host in HOSTS:
+        assert serving(lab, host) == before[host] and healthy(lab, host), host

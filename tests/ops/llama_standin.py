@@ -16,6 +16,8 @@ class LlamaStandin:
         self.processing = 0
         self.deferred = 0
         self.slots = slots
+        #: path -> raw body served instead of the real format (hostile or truncated answers)
+        self.bodies: dict[str, bytes] = {}
         outer = self
 
         class H(BaseHTTPRequestHandler):
@@ -23,7 +25,9 @@ class LlamaStandin:
                 pass
 
             def do_GET(self):  # noqa: N802
-                if self.path == "/metrics":
+                if self.path in outer.bodies:
+                    body, ctype = outer.bodies[self.path], "text/plain"
+                elif self.path == "/metrics":
                     body = ("# HELP llamacpp:requests_processing Number of requests processing.\n"
                             "# TYPE llamacpp:requests_processing gauge\n"
                             f"llamacpp:requests_processing {outer.processing}\n"

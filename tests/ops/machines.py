@@ -27,19 +27,27 @@ def put(root: Path, rel: str, value: object) -> None:
 
 def topology(root: Path, cores: list[tuple[int, ...]], nodes: dict[int, list[int]] | None = None,
              capacity: dict[int, int] | None = None, packages: dict[int, int] | None = None,
-             online: list[int] | None = None, atoms: list[int] | None = None) -> Path:
+             online: list[int] | None = None, atoms: list[int] | None = None,
+             omit: tuple[str, ...] = ()) -> Path:
+    """``omit`` names files this kernel does not have: ``present``, ``possible``, ``online``,
+    ``core_cpus_list`` (before 5.x), ``physical_package_id``, ``cpu_capacity`` (x86)."""
     cpus = sorted(c for core in cores for c in core)
-    put(root, f"{CPU}/present", format_cpulist(cpus))
-    put(root, f"{CPU}/possible", format_cpulist(cpus))
-    put(root, f"{CPU}/online", format_cpulist(online if online is not None else cpus))
+
+    def opt(rel: str, value: object) -> None:
+        if rel.rsplit("/", 1)[-1] not in omit:
+            put(root, rel, value)
+
+    opt(f"{CPU}/present", format_cpulist(cpus))
+    opt(f"{CPU}/possible", format_cpulist(cpus))
+    opt(f"{CPU}/online", format_cpulist(online if online is not None else cpus))
     for core_id, core in enumerate(cores):
         for c in core:
             t = f"{CPU}/cpu{c}/topology"
-            put(root, f"{t}/core_cpus_list", format_cpulist(core))
-            put(root, f"{t}/thread_siblings_list", format_cpulist(core))
-            put(root, f"{t}/core_id", core_id)
-            put(root, f"{t}/physical_package_id", (packages or {}).get(c, 0))
-            put(root, f"{CPU}/cpu{c}/cpu_capacity", (capacity or {}).get(c, 1024))
+            opt(f"{t}/core_cpus_list", format_cpulist(core))
+            opt(f"{t}/thread_siblings_list", format_cpulist(core))
+            opt(f"{t}/core_id", core_id)
+            opt(f"{t}/physical_package_id", (packages or {}).get(c, 0))
+            opt(f"{CPU}/cpu{c}/cpu_capacity", (capacity or {}).get(c, 1024))
     for n, lst in (nodes or {0: cpus}).items():
         put(root, f"devices/system/node/node{n}/cpulist", format_cpulist(lst))
     if atoms:
@@ -100,6 +108,38 @@ def intel_hybrid(root: Path) -> Path:
     """Alder Lake i7-12700: 8 P-cores with SMT (0-15, siblings 2k,2k+1) + 4 E-cores (16-19)."""
     cores = [(2 * k, 2 * k + 1) for k in range(8)] + [(c,) for c in range(16, 20)]
     return topology(root, cores, atoms=list(range(16, 20)))
+
+
+def intel_hybrid_6p8e(root: Path) -> Path:
+    """Alder Lake i5-12600K as Linux lays it out: 6 P-cores with SMT (0-11, siblings 2k,2k+1), then
+    8 E-cores (12-19); the hybrid PMUs list them (``cpu_core/cpus`` 0-11, ``cpu_atom/cpus`` 12-19);
+    x86 has no ``cpu_capacity``."""
+    cores = [(2 * k, 2 * k + 1) for k in range(6)] + [(c,) for c in range(12, 20)]
+    return topology(root, cores, atoms=list(range(12, 20)), omit=("cpu_capacity",))
+
+
+def big_first_little_last(root: Path) -> Path:
+    """A big.LITTLE SoC that numbers its big cores first: 4 big (capacity 1024) on CPUs 0-3,
+    4 LITTLE (capacity 446) on 4-7, so "lowest-numbered" and "LITTLE" point at different cores."""
+    return topology(root, [(i,) for i in range(8)], capacity={i: 1024 if i < 4 else 446 for i in range(8)})
+
+
+def tri_cluster(root: Path) -> Path:
+    """Snapdragon 8 Gen 1 (cpu_capacity as its kernel reports): 4 A510 (325), 3 A710 (825), 1 X2 (1024)."""
+    cap = {c: 325 for c in range(4)} | {c: 825 for c in range(4, 7)} | {7: 1024}
+    return topology(root, [(i,) for i in range(8)], capacity=cap)
+
+
+def old_kernel_smt(root: Path) -> Path:
+    """8 cores with SMT (siblings n, n+8) on a kernel before ``core_cpus_list``: only
+    ``thread_siblings_list`` groups the siblings."""
+    return topology(root, [(i, i + 8) for i in range(8)], omit=("core_cpus_list",))
+
+
+def jetson_nano_49(root: Path, online: list[int] | None = None) -> Path:
+    """Jetson Nano (L4T R32, kernel 4.9): 4 Cortex-A57, ``thread_siblings_list`` but no
+    ``core_cpus_list`` and no ``cpu_capacity``; in the 5W mode CPUs 2-3 are offline."""
+    return topology(root, [(i,) for i in range(4)], online=online, omit=("core_cpus_list", "cpu_capacity"))
 
 
 # --- cpufreq -----------------------------------------------------------------------------------
@@ -187,7 +227,7 @@ class KernelSysfs(Sysfs):
         if not path.exists():
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
         self.writes.append((rel, value))
-        path.write_text(value + "\n")
+        super()._write_file(path, value)  # the real open: O_NOFOLLOW, regular files only
 
 
 # --- Jetson ------------------------------------------------------------------------------------

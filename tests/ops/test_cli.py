@@ -59,6 +59,8 @@ def test_offline_dry_run_prints_the_diff_and_changes_nothing(tmp_path, capsys, d
         "  ~ cpufreq.policy0.energy_performance_preference: balance_performance -> power",
         "  ~ cpufreq.policy0.scaling_max_freq: 4800000 -> 3200000",
         "  ~ nvml.gpu0.locked_sm_clocks: unlocked -> 345,1200",
+        f"  x jetson: absent: not a Jetson: {tmp_path}/proc/device-tree/model is missing and nvpmodel is not on PATH",
+        f"  x rapl: absent: no intel-rapl:N under {root}/class/powercap (no RAPL on this CPU, or not exposed to a VM)",
     ]
     assert sorted((p, p.read_text()) for p in root.rglob("*") if p.is_file()) == before
     code, _, err = run_main(capsys, "dry-run", "--policy", str(pol), "--profile", "turbo", "--sysfs-root", str(root))
@@ -96,3 +98,26 @@ def test_journal_lines_carry_priority_and_fields():
         "<4>tierfleet_ops.daemon: profile eco applied reason=load 80% changed=3"
     assert logs.JournalFormatter(False).format(rec).endswith("warning tierfleet_ops.daemon: profile eco applied "
                                                              "reason=load 80% changed=3")
+
+
+def test_dry_run_on_a_host_without_backends_says_what_is_absent_and_why(tmp_path, capsys):
+    root = tmp_path / "sys"
+    root.mkdir()
+    pol = tmp_path / "p.yaml"
+    pol.write_text(EXAMPLE)
+    code, out, _ = run_main(capsys, "dry-run", "--policy", str(pol), "--sysfs-root", str(root),
+                            "--runner-path", str(tmp_path))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "profile balanced:"
+    assert f"  x cpufreq: absent: no {root}/devices/system/cpu/cpufreq: the kernel has no cpufreq driver here " \
+           "(usual in VMs and containers); not applied: governor, epp, max_freq_pct" in lines
+    assert "  x nvml: absent: no NVIDIA driver loaded; not applied: locked_sm_clocks_mhz" in lines \
+        or any(ln.startswith("  x nvml: absent: ") for ln in lines)
+    assert any(ln.startswith("  x jetson: absent: not a Jetson: ") for ln in lines)
+    assert any(ln.startswith("  x rapl: absent: no intel-rapl:N under ") for ln in lines)
+    assert lines[-1] == "  nothing to compare: no knob of this profile exists on this host"
+    # --backend: the others are named as not selected
+    code, out, _ = run_main(capsys, "dry-run", "--policy", str(pol), "--sysfs-root", str(root),
+                            "--runner-path", str(tmp_path), "--backend", "cpufreq")
+    assert "  x nvml: absent: not selected (--backend cpufreq); not applied: locked_sm_clocks_mhz" in out

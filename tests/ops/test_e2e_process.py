@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
+import psutil
 import pytest
 
-from tierfleet_ops.control import request
+from tierfleet_ops.control import MAX_CONNECTIONS, REQUEST_TIMEOUT_S, WORKERS, request
 from tierfleet_ops.errors import ControlError
 
 from . import machines
@@ -90,9 +94,14 @@ def env(tmp_path, data_dir):
             "--fake-nvml", str(data_dir / "h200_nvml_probe.json"), "--log-level", "debug"]
     procs = []
 
-    def start():
+    def start(*extra, wrapper=None, nofile=None):
+        """Start the daemon (``wrapper``: a script that injects a fault, then runs the CLI;
+        ``nofile``: its RLIMIT_NOFILE, as systemd's ``LimitNOFILE=`` sets it)."""
         e = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"))
-        p = subprocess.Popen(argv, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cmd = [sys.executable, "-c", wrapper, *argv[3:], *extra] if wrapper else [*argv, *extra]
+        limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) if nofile else None
+        p = subprocess.Popen(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=limit)
         procs.append(p)
         return p
 
@@ -129,10 +138,12 @@ def test_daemon_process_lifecycle(env):
 
     out = cli("status", "--socket", sock).stdout
     assert "profile:  eco" in out and "pinning:  1 process(es), 4 thread(s)" in out
+    assert "absent:   jetson: not a Jetson: " in out  # as dry-run says it
 
     out = cli("dry-run", "--socket", sock, "--profile", "performance").stdout
     assert "~ cpufreq.policy0.scaling_governor: powersave -> performance" in out
     assert "- cpufreq.policy0.energy_performance_preference: skipped" not in out
+    assert "  x jetson: absent: not a Jetson: " in out
     assert live(root, "scaling_governor") == "powersave"
 
     assert "holding performance" in cli("profile", "hold", "performance", "--socket", sock).stdout
@@ -191,3 +202,147 @@ def test_second_daemon_refuses_and_changes_nothing(env):
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=30) == 0
     assert live(root, "scaling_max_freq", policy=1) == "4800000"
+
+
+# --- the control socket under load, and fatal paths ---------------------------------------------
+
+def _raise_nofile(n):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(n, hard), hard))
+    return soft, hard
+
+
+def unit_nofile():
+    """``LimitNOFILE=`` of the daemon's systemd unit template."""
+    unit = (Path(__file__).resolve().parents[2] / "templates/tierfleet-ops.service.j2").read_text()
+    return int(re.search(r"^LimitNOFILE=(\d+)$", unit, re.M).group(1))
+
+
+@needs_two_cpus
+def test_a_thousand_idle_connections_cost_no_threads_and_status_still_answers(env):
+    root, sock = env["root"], env["sock"]
+    assert unit_nofile() < 1000  # the flood alone would exhaust the unit's limit if each were held
+    daemon = env["start"](nofile=unit_nofile())
+    assert env["notify"].recv(4096).startswith(b"READY=1")
+    wait_for(lambda: request(sock, {"cmd": "status"})["pinning"]["threads"] == 4, "pinning")
+    proc = psutil.Process(daemon.pid)
+    threads0, fds0 = proc.num_threads(), proc.num_fds()
+    limits = _raise_nofile(1200)
+    held, peak_threads, peak_fds, answers = [], 0, 0, []
+    try:
+        for i in range(1000):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(10)
+            for _ in range(200):
+                try:
+                    s.connect(sock)  # and then say nothing
+                    break
+                except BlockingIOError:  # the listen queue is full for a moment, as a flooder sees it
+                    time.sleep(0.01)
+            else:
+                raise AssertionError("the daemon stopped accepting")
+            held.append(s)
+            if i % 100 == 99:
+                answers.append(request(sock, {"cmd": "status"})["profile"])
+                peak_threads = max(peak_threads, proc.num_threads())
+                peak_fds = max(peak_fds, proc.num_fds())
+        assert answers == ["eco"] * 10
+        # one loop thread and a fixed pool serve every client; held connections are bounded
+        assert peak_threads <= threads0 + WORKERS + 1, (threads0, peak_threads)
+        assert peak_fds <= fds0 + MAX_CONNECTIONS + 4, (fds0, peak_fds)
+        # idle clients are cut: after the deadline they read EOF
+        held[-1].settimeout(REQUEST_TIMEOUT_S + 10)
+        assert held[-1].recv(100) == b""
+    finally:
+        for s in held:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+    assert daemon.poll() is None
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=30) == 0
+    assert live(root, "energy_performance_preference") == "balance_performance"
+
+
+FAULT = textwrap.dedent("""
+    import os, sys
+    import tierfleet_ops.control as control
+    import tierfleet_ops.daemon as daemon
+
+    class Crash(BaseException):
+        "a fault no handler is written for"
+
+    real_request, real_tick = control.handle_request, daemon.Daemon.tick
+
+    def handle_request(d, req):
+        if isinstance(req, dict) and req.get("cmd") == "crash-control":
+            raise Crash("injected fault in the control server")
+        return real_request(d, req)
+
+    def tick(self, now=None):
+        if os.path.exists(os.environ["CRASH_LOOP_FILE"]):
+            raise Crash("injected fault in the control loop")
+        return real_tick(self, now)
+
+    control.handle_request, daemon.Daemon.tick = handle_request, tick
+    from tierfleet_ops.cli import main
+    main(sys.argv[1:])
+""")
+
+
+@needs_two_cpus
+@pytest.mark.parametrize("where", ["control", "loop"])
+def test_a_fatal_error_still_restores_everything(env, where, monkeypatch):
+    root, sock, tmp = env["root"], env["sock"], env["tmp"]
+    trigger = tmp / "crash-now"
+    monkeypatch.setenv("CRASH_LOOP_FILE", str(trigger))
+    before = masks(env["rt"].pid)
+    daemon = env["start"](wrapper=FAULT)
+    assert env["notify"].recv(4096).startswith(b"READY=1")
+    wait_for(lambda: request(sock, {"cmd": "status"})["pinning"]["threads"] == 4, "pinning")
+    assert live(root, "energy_performance_preference") == "power"
+    assert masks(env["rt"].pid) == {frozenset({1})}
+    if where == "control":
+        with pytest.raises(ControlError):
+            request(sock, {"cmd": "crash-control"}, timeout_s=5)
+    else:
+        trigger.write_text("")
+    assert daemon.wait(timeout=30) == 1
+    err = daemon.stderr.read()
+    assert f"injected fault in the {'control server' if where == 'control' else 'control loop'}" in err
+    assert "originals restored" in err
+    assert live(root, "energy_performance_preference") == "balance_performance"
+    assert live(root, "scaling_max_freq") == "4800000"
+    assert json.loads((tmp / "state.json").read_text())["originals"] == []
+    assert masks(env["rt"].pid) == before
+    assert not os.path.exists(sock)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda t: t.replace("tick_s: 0.2", "tick_s: null"), "tick_s: null is not a value"),
+    (lambda t: t.replace("version: 1", "version: 1\non_stop:"), "on_stop: null is not a value"),
+    (lambda t: "x: " + "[" * 20000 + "]" * 20000, "<document>: nested too deeply"),
+    (lambda t: t.replace("eco:", "\u00e9co:").encode("latin-1"), "<file>: not UTF-8 text"),
+    (lambda t: t.replace("epp: power", "epp: [power]"), "profiles.eco.cpufreq.epp: ['power'] is not one of"),
+])
+def test_a_bad_reload_is_shown_kept_out_and_retried(env, bad, message):
+    root, sock, pol = env["root"], env["sock"], env["pol"]
+    daemon = env["start"]()
+    assert env["notify"].recv(4096).startswith(b"READY=1")
+    good = pol.read_text()
+    h0 = request(sock, {"cmd": "status"})["policy"]["hash"]
+    broken = bad(good)
+    pol.write_bytes(broken if isinstance(broken, bytes) else broken.encode())
+    daemon.send_signal(signal.SIGHUP)
+    err = wait_for(lambda: request(sock, {"cmd": "status"})["policy"]["error"], "reload error")
+    assert message in err and err.startswith(str(pol))
+    time.sleep(0.5)  # a few ticks on the kept policy
+    assert daemon.poll() is None and request(sock, {"cmd": "status"})["policy"]["hash"] == h0
+    # the same file, mended, is read again on the next reload
+    pol.write_text(good.replace("epp: power", "epp: balance_power"))
+    daemon.send_signal(signal.SIGHUP)
+    wait_for(lambda: live(root, "energy_performance_preference") == "balance_power", "mended policy")
+    assert request(sock, {"cmd": "status"})["policy"]["error"] is None
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=30) == 0
+    assert live(root, "energy_performance_preference") == "balance_performance"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 CHECK = """
 import importlib, pkgutil, sys
@@ -26,6 +30,28 @@ def test_bench_prints_its_three_figures():
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
-    assert lines[0].startswith("daemon cpu: ") and "% of one core" in lines[0]
-    assert lines[1].startswith("daemon rss: ") and "MiB" in lines[1]
-    assert lines[2].startswith("reaction: ")
+    assert lines[0].startswith("setup: backends ") and "nvml (recorded H200 probe)" in lines[0]
+    assert lines[0].endswith("; no runtime")
+    assert lines[1].startswith("daemon cpu: ") and "% of one core" in lines[1]
+    assert lines[2].startswith("daemon rss: ") and "MiB" in lines[2]
+    assert lines[3].startswith("reaction: ")
+
+
+RUNTIME_BIN = Path(__file__).resolve().parents[2] / ".cache/runtime/build/bin/llama-server"
+
+
+@pytest.mark.skipif(not RUNTIME_BIN.exists(), reason="no cached llama-server build under .cache/runtime")
+def test_bench_measures_the_deployed_case_with_a_real_llama_server(tmp_path):
+    gguf_tiny = pytest.importorskip("tierfleet.artifacts.gguf_tiny")
+    model = gguf_tiny.write_tiny_gguf(tmp_path / "tiny.gguf", qtype="q8_0", seed=1)[0]
+    p = subprocess.run([sys.executable, "-m", "tierfleet_ops.bench", "--seconds", "2", "--tick", "0.5",
+                        "--llama-server", str(RUNTIME_BIN), "--model", str(model)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert re.fullmatch(r"setup: backends .*nvml \(recorded H200 probe\); absent: .*; "
+                        r"runtime http://127\.0\.0\.1:\d+ scraped every tick", lines[0]), lines[0]
+    # the runtime was found, scraped and its threads pinned while the figures were taken
+    m = re.search(r"; \d+ ticks, 1 runtime process\(es\), (\d+) thread\(s\) pinned", lines[1])
+    assert m and int(m.group(1)) >= 2, lines[1]
+    assert lines[2].startswith("daemon rss: ")

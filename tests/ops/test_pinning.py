@@ -10,8 +10,9 @@ import textwrap
 
 import pytest
 
-from tierfleet_ops.pinning import (Pinner, Procfs, RuntimeMatch, SliceCpus, find_runtime,
-                                   parse_cgroup, cgroup_matches)
+import psutil
+
+from tierfleet_ops.pinning import Pinner, RuntimeMatch, SliceCpus, cgroup_matches, find_runtime, parse_cgroup
 from tierfleet_ops.runner import Runner
 
 CHILD = textwrap.dedent("""
@@ -51,7 +52,7 @@ def runtime(tmp_path):
 
 
 def masks(pid):
-    return {tid: os.sched_getaffinity(tid) for tid in Procfs().tids(pid)}
+    return {t.id: os.sched_getaffinity(t.id) for t in psutil.Process(pid).threads()}
 
 
 @needs_two_cpus
@@ -85,6 +86,17 @@ def test_every_thread_is_pinned_and_new_threads_are_caught(runtime, tmp_path):
 
 
 @needs_two_cpus
+def test_the_thread_count_is_compared_with_the_placement_not_the_cpu_count(runtime, tmp_path):
+    """On an SMT host the unit runs one thread per physical core: two CPUs, one core, one thread is right."""
+    proc = runtime(1, "-t", "1")
+    pidfile = tmp_path / "rt.pid"
+    pidfile.write_text(f"{proc.pid}\n")
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    assert Pinner(RuntimeMatch(pidfile=str(pidfile))).pin(cpus, threads=1).thread_mismatch == {}
+    assert Pinner(RuntimeMatch(pidfile=str(pidfile))).pin(cpus, threads=2).thread_mismatch == {proc.pid: 1}
+
+
+@needs_two_cpus
 def test_find_by_executable_name_skips_other_processes(runtime, tmp_path):
     link = tmp_path / "llama-server"
     link.symlink_to(sys.executable)
@@ -93,7 +105,7 @@ def test_find_by_executable_name_skips_other_processes(runtime, tmp_path):
     try:
         assert p.stdout.readline().strip() == "ready"
         other = runtime(1)
-        pids = find_runtime(RuntimeMatch(name="llama-server"), Procfs())
+        pids = find_runtime(RuntimeMatch(name="llama-server"))
         assert p.pid in pids and other.pid not in pids
     finally:
         p.stdin.close()
@@ -105,17 +117,22 @@ def test_no_matching_runtime_pins_nothing(tmp_path):
     assert (rep.pids, rep.threads) == ([], 0)
 
 
-def test_find_by_unit_in_a_recorded_procfs(tmp_path):
+def test_find_by_unit_in_a_recorded_procfs(tmp_path, monkeypatch):
+    # a proc tree laid out as the kernel does, for psutil's movable root: each process's stat line
+    # (in the real format, taken from this host) and its cgroup file, and /proc/stat with btime
+    real_stat = open(f"/proc/{os.getpid()}/stat").read()
+    rest = real_stat[real_stat.rindex(")") + 1:]
+    (tmp_path / "stat").write_text(open("/proc/stat").read())
     for pid, cg in ((100, "0::/system.slice/llama-server.service\n"),
                     (101, "0::/system.slice/llama-server.service.d\n"),
                     (102, "0::/system.slice/docker-4f2a9c.scope\n")):
         d = tmp_path / str(pid)
         d.mkdir()
         (d / "cgroup").write_text(cg)
-        (d / "stat").write_text(f"{pid} (x) S\n")
-    procfs = Procfs(str(tmp_path))
-    assert find_runtime(RuntimeMatch(unit="llama-server.service"), procfs) == [100]
-    assert find_runtime(RuntimeMatch(container="4f2a9c"), procfs) == [102]
+        (d / "stat").write_text(f"{pid} (x){rest}")
+    monkeypatch.setattr(psutil, "PROCFS_PATH", str(tmp_path))
+    assert find_runtime(RuntimeMatch(unit="llama-server.service")) == [100]
+    assert find_runtime(RuntimeMatch(container="4f2a9c")) == [102]
 
 
 def test_this_hosts_cgroup_file_parses(data_dir):
@@ -171,27 +188,22 @@ def test_slice_cpus_unavailable_without_cgroup_v2_cpuset(tmp_path):
 
 
 def test_other_power_managers_are_found_among_real_processes(tmp_path):
-    from tierfleet_ops.daemon import detect_power_managers
+    from tierfleet_ops.daemon import detect_power_managers, process_names
 
     exe = tmp_path / "tuned"
     exe.symlink_to(sys.executable)
     p = subprocess.Popen([str(exe), "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
-        procfs = Procfs()
         import time
         for _ in range(100):  # until the child has exec'd
-            if procfs.argv(p.pid)[:1] == [str(exe)]:
+            if psutil.Process(p.pid).cmdline()[:1] == [str(exe)]:
                 break
             time.sleep(0.01)
-        found = detect_power_managers([((procfs.read(pid, "comm") or "").strip(), procfs.argv(pid))
-                                       for pid in procfs.pids()])
-        assert "tuned" in found
+        assert "tuned" in detect_power_managers(process_names())
     finally:
         p.stdin.close()
         p.wait(timeout=10)
-    found = detect_power_managers([((Procfs().read(pid, "comm") or "").strip(), Procfs().argv(pid))
-                                   for pid in Procfs().pids()])
-    assert "tuned" not in found
+    assert "tuned" not in detect_power_managers(process_names())
 
 
 def test_daemon_moves_os_slices_and_restores_them(tmp_path, monkeypatch):

@@ -54,10 +54,21 @@ def test_example_policy_validates_with_defaults():
      "switching.idle_profile: 'sleep' is not a profile; allowed: balanced, eco, performance"),
     ({"runtime__metrics_url": "http://10.0.0.5:8080/metrics"},
      "runtime.metrics_url: 'http://10.0.0.5:8080/metrics' is not an http:// URL on 127.0.0.0/8"),
-    ({"on_stop": "rollback"}, "<top>.on_stop: 'rollback' is not one of restore, keep"),
+    ({"on_stop": "rollback"}, "f.yaml: on_stop: 'rollback' is not one of restore, keep"),
     ({"colour": "blue"}, "f.yaml: colour: unknown key; allowed: default_profile, on_stop"),
     ({"windows": [{"profile": "eco", "from": "25:00", "to": "06:00"}]},
-     "windows[0].from/to: '25:00' is not a time of day"),
+     "windows[0].from: '25:00' is not a time of day; allowed: HH:MM, 00:00..24:00"),
+    ({"windows": [{"profile": "eco", "from": "01:00", "to": "02:00", "days": ["someday"]}]},
+     "windows[0].days: ['someday'] is not a list of days; allowed: a list of mon, tue"),
+    ({"windows": [{"profile": "eco", "from": "01:00", "to": "02:00", "colour": "red"}]},
+     "windows[0].colour: unknown key; allowed: profile, from, to, days, mode"),
+    ({"windows": [{"from": "01:00", "to": "02:00"}]}, "windows[0].profile: required"),
+    ({"switching": [1, 2]}, "f.yaml: switching: [1, 2] is not a mapping with keys down, dwell_s, idle_profile"),
+    ({"profiles__eco__cpufreq": "fast"}, "profiles.eco.cpufreq: 'fast' is not a mapping with keys boost, epp"),
+    ({"profiles__eco__cpufreq__governor": ["powersave", {"a": 1}]},
+     "profiles.eco.cpufreq.governor: {'a': 1} is not one of performance"),
+    ({"profiles__eco__jetson__nvpmodel": "MAXN²"},
+     "profiles.eco.jetson.nvpmodel: 'MAXN²' is not a name of letters, digits"),
     ({"runtime__container": "abc; rm -rf /"}, "runtime.container: 'abc; rm -rf /' is not 6..64"),
 ])
 def test_bad_policies_name_file_key_and_allowed(patch, message):
@@ -199,3 +210,89 @@ def test_time_windows_cap_and_force():
     # after midnight the window that began on Friday still caps (Saturday 01:00)
     sel2 = Selector(p.switching, "eco", p.windows)
     assert sel2.step(0, 95, now=datetime(2026, 11, 28, 1, 0)) == "balanced"
+
+
+# --- null, hostile and malformed files: always a ConfigError that names the key ----------------
+
+def key_paths(node, prefix=()):
+    """Every key path of a nested mapping (lists are leaves)."""
+    for k, v in node.items():
+        yield prefix + (k,)
+        if isinstance(v, dict):
+            yield from key_paths(v, prefix + (k,))
+
+
+def set_path(raw, path, value):
+    node = raw
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = value
+
+
+EXAMPLE_KEYS = sorted(key_paths(yaml.safe_load(EXAMPLE)))
+
+
+@pytest.mark.parametrize("path", EXAMPLE_KEYS, ids=".".join)
+def test_an_explicit_null_is_an_error_naming_its_key(path):
+    raw = yaml.safe_load(EXAMPLE)
+    set_path(raw, path, None)
+    with pytest.raises(ConfigError) as err:
+        parse_policy(yaml.safe_dump(raw), "f.yaml")
+    assert err.value.key == ".".join(path)
+    assert "null" in err.value.problem or "non-empty mapping" in err.value.problem
+
+
+def test_null_tick_and_empty_on_stop_name_the_default():
+    with pytest.raises(ConfigError, match=r"f.yaml: tick_s: null is not a value; leave the key out for the "
+                                          r"default \(1.0\); allowed: seconds 0.1..60"):
+        parse_policy(EXAMPLE.replace("tick_s: 1.0", "tick_s: null"), "f.yaml")
+    with pytest.raises(ConfigError, match=r"f.yaml: on_stop: null is not a value; leave the key out for the "
+                                          r"default \(restore\)"):
+        parse_policy(EXAMPLE.replace("on_stop: restore", "on_stop:"), "f.yaml")
+
+
+WRONG = [None, 0, -1, 1.5, float("inf"), float("nan"), True, "", "x" * 300, [], [None], {}, {"x": None},
+         [[[]]], "eco", ["eco"], {"eco": 1}]
+
+
+@pytest.mark.parametrize("path", EXAMPLE_KEYS, ids=".".join)
+def test_wrong_types_anywhere_are_config_errors_or_valid(path):
+    for value in WRONG:
+        raw = yaml.safe_load(EXAMPLE)
+        set_path(raw, path, value)
+        try:
+            p = parse_policy(json.dumps(raw), "f.yaml")
+        except ConfigError as exc:
+            assert exc.source == "f.yaml" and exc.key != "<document>", (path, value, exc)
+        else:
+            assert len(p.hash) == 12
+
+
+@pytest.mark.parametrize("text", [
+    "a: " + "[" * 10000 + "]" * 10000,
+    "profiles: " + "{a: " * 5000 + "1" + "}" * 5000,
+    "- " * 3000 + "x",
+    "&a [*a]",
+    "profiles: {eco: {cpufreq: {governor: !!python/object:os.system ls}}}",
+    "\t\x00",
+    "",
+    "--- 1\n--- 2\n",
+    # an alias bomb: nine levels of nine references (9**9 leaves if anything expanded it)
+    "".join(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}" if i else '"x"'] * 9) + "]\n" for i in range(9)),
+    "profiles: {eco: {}}\nwindows: &w [" + ", ".join(["[1]"] * 9) + "]\nswitching: {order: [*w, *w]}\n",
+])
+def test_hostile_yaml_is_a_config_error(text):
+    with pytest.raises(ConfigError) as err:
+        parse_policy(text, "f.yaml")
+    assert str(err.value).startswith("f.yaml: ")
+
+
+def test_non_utf8_and_oversized_files(tmp_path):
+    p = tmp_path / "latin1.yaml"
+    p.write_bytes(EXAMPLE.replace("eco:", "\u00e9co:").encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml: <file>: not UTF-8 text \(byte \d+: b'\\xe9'\)"):
+        load_policy(p)
+    big = tmp_path / "big.yaml"
+    big.write_text(EXAMPLE + "#" * (2 << 20))
+    with pytest.raises(ConfigError, match=r"big.yaml: <file>: larger than"):
+        load_policy(big)

@@ -59,3 +59,32 @@ def test_signals_from_a_live_standin_and_model_presence():
     # without endpoints, presence comes from whether the runtime's processes were found
     assert Signals({}).sample(None, None, True)["model_loaded"] is True
     assert Signals({}).sample(None, None, None)["model_loaded"] is None
+
+
+HOSTILE = [
+    b"llamacpp:requests_processing 3\nllamacpp:requests_deferred{a=\"",      # cut mid-label
+    b"llamacpp:requests_processing three\n",
+    b"\xff\xfe\x00garbage{{{\n",
+    b"llamacpp:requests_processing " + b"9" * 5000 + b"\n",
+    b"# TYPE llamacpp:requests_processing histogram\nllamacpp:requests_processing 1\n",
+    b"llamacpp:requests_processing NaN\nllamacpp:requests_deferred +Inf\n",
+    b"[" * 100000,
+    b"",
+]
+
+
+@pytest.mark.parametrize("body", HOSTILE)
+def test_hostile_or_truncated_answers_are_no_reading_never_a_crash(body):
+    with LlamaStandin(slots=4) as llama:
+        llama.bodies = {"/metrics": body, "/slots": body}
+        sig = Signals({"metrics_url": llama.url("/metrics"), "slots_url": llama.url("/slots"), "queue_full": 4})
+        s = sig.sample(None, None, None)
+    assert s["model_loaded"] is True  # it answered
+    assert s["queue"] is None or (isinstance(s["queue"], float) and s["queue"] == s["queue"])  # no NaN
+
+
+def test_parse_prometheus_is_all_or_nothing():
+    assert parse_prometheus(METRICS[:-20]) is None or "http_requests" in parse_prometheus(METRICS[:-20])
+    assert parse_prometheus('llamacpp:requests_processing{a="1"} 2\nx{a="') is None
+    assert parse_prometheus("llamacpp:requests_processing NaN\nllamacpp:requests_deferred 1\n") == {
+        "llamacpp:requests_deferred": 1.0}

@@ -21,10 +21,18 @@ OPS_DIR = Path(__file__).resolve().parents[2] / "ops"
 
 
 def ops_version(ops_dir: Path = OPS_DIR) -> str:
-    """The version in ``ops/pyproject.toml``."""
+    """The ops daemon's version: ``ops/pyproject.toml`` in a checkout, else the installed ``tierfleet-ops``
+    (the control package pins the one it is released with)."""
     import tomllib
+    from importlib.metadata import PackageNotFoundError, version
 
-    return tomllib.loads((ops_dir / "pyproject.toml").read_text())["project"]["version"]
+    project = ops_dir / "pyproject.toml"
+    if project.is_file():
+        return tomllib.loads(project.read_text())["project"]["version"]
+    try:
+        return version(NAME)
+    except PackageNotFoundError:
+        raise FileNotFoundError(f"{project} is missing and {NAME} is not installed") from None
 
 
 def release_name(version: str, python: str, machine: str) -> str:

@@ -46,6 +46,7 @@ def make_cli() -> click.Group:
     cli.add_command(store.store)
     cli.add_command(status.status)
     cli.add_command(rollout.upgrade)
+    cli.add_command(rollout.policy)
     cli.add_command(report.report)
     cli.add_command(artifacts.artifacts)
     cli.add_command(bench.bench)

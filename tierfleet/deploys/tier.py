@@ -2,19 +2,21 @@
 
 Per host, in order: preflight (a host that does not fit is failed before anything runs) -> every artifact's
 manifest from the store (a missing one fails the host before anything changes) -> host tools -> platform
-stack (:mod:`tierfleet.deploys.stack`) -> runtime and model as verified releases -> service user and unit ->
-switch both releases atomically -> health gate (restart, ``/health`` and one completion; on failure every
+stack (:mod:`tierfleet.deploys.stack`) -> runtime and model as verified releases -> service user, control group
+and unit -> switch both releases atomically -> health gate (restart, ``/health`` and one completion; on failure every
 release this run switched goes back to what served before) -> prune -> the ops daemon.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
 
+from tierfleet import energy
 from tierfleet.artifacts import wheelhouse
 from tierfleet.artifacts.llama_build import variant_name
 from tierfleet.artifacts.signing import keyring_b64
@@ -33,11 +35,16 @@ from tierfleet.profile import HostProfile
 from tierfleet.resolve import Resolved, resolve_host
 from tierfleet.settings import HostSettings
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+#: the jinja2 templates rendered onto hosts (``templates/`` at the top of the repository, shipped in the package)
+TEMPLATES = Path(__file__).parents[1] / "templates"
 RUNTIME_ROOT = "/opt/tierfleet/runtime"
 OPS_ROOT = "/opt/tierfleet/ops"
 OPS_VENV = "/opt/tierfleet-ops/venv"
 SERVICE_USER = "tierfleet"
+#: the ops daemon's control group: owns /run/tierfleet-ops and the control socket; operators join it, the
+#: service user never does
+CONTROL_GROUP = "tierfleet-ops"
+CONTROL_DIR = "/run/tierfleet-ops"
 UNIT = "llama-server.service"
 #: what the deploy itself runs on the host: curl fetches artifacts, zstd unpacks them, python3-venv holds the
 #: ops daemon
@@ -166,6 +173,7 @@ def tier(tier: str | None = None) -> None:
     groups = ["video"] if profile.platform == "jetson" else []
     user = account.system_user(name="Service user", user=SERVICE_USER, shell="/usr/sbin/nologin",
                                home="/nonexistent", groups=groups or None)
+    control_group()
     placement = place(facts["topology"], early["allowed"], chosen.reserved_cores)
     for warning in placement.warnings:
         host.log_styled(f"placement: {warning}", fg="yellow", log_func=logger.warning)
@@ -185,6 +193,7 @@ def tier(tier: str | None = None) -> None:
         tier=chosen.name,
         service_user=SERVICE_USER,
         groups=" ".join(groups),
+        platform=profile.platform,
         mlock=settings.mlock,
     )
     switch_runtime = release.switch(name="Switch runtime", root=RUNTIME_ROOT, release=runtime_release)
@@ -198,6 +207,19 @@ def tier(tier: str | None = None) -> None:
     release.prune(name="Prune runtime releases", root=RUNTIME_ROOT, keep=settings.keep_releases)
     release.prune(name="Prune model releases", root=model_root, keep=settings.keep_releases)
     ops_daemon(settings, profile, chosen.reserved_cores, manifests["ops"], ops_release)
+
+
+def control_group() -> None:
+    """The control group and its directory, before the runtime's unit starts.
+
+    llama-server's unit hides :data:`CONTROL_DIR` (``InaccessiblePaths=``), which needs the directory to
+    exist when it starts: tmpfiles.d makes it at every boot before any service, and this run makes it now.
+    The ops daemon's unit keeps it across its own restarts (``RuntimeDirectoryPreserve=yes``).
+    """
+    server.group(name="Control group", group=CONTROL_GROUP, system=True)
+    files.put(name="Control directory at boot", src=io.StringIO(f"d {CONTROL_DIR} 0750 root {CONTROL_GROUP} -\n"),
+              dest="/etc/tmpfiles.d/tierfleet-ops.conf", mode="644")
+    files.directory(name="Control directory", path=CONTROL_DIR, user="root", group=CONTROL_GROUP, mode="750")
 
 
 @deploy("tierfleet ops daemon")
@@ -215,14 +237,19 @@ def ops_daemon(settings: HostSettings, profile: HostProfile, reserve: int, manif
         mode="644", create_remote_dir=True,
         ops_host_kind=profile.platform, ops_runtime_port=settings.runtime_port, ops_runtime_unit=UNIT,
         ops_reserve_cores=reserve, ops_default_profile=settings.power_profile,
+        **energy.policy_variables(host, profile.platform),
     )
+    if profile.platform == "jetson":
+        # nvpmodel keeps its status here; the daemon's unit may write only directories that exist
+        # (nvpmodel.service makes it at boot on a flashed board; a fresh image may not have it yet)
+        files.directory(name="nvpmodel status directory", path="/var/lib/nvpmodel")
     server.shell(name="ops policy is valid", commands=[f"{OPS_VENV}/bin/tierfleet-ops check-policy "
                                                        "/etc/tierfleet-ops/policy.yaml"],
                  _if=policy.did_change)
     unit = files.template(
         name="ops daemon unit", src=str(TEMPLATES / "tierfleet-ops.service.j2"),
         dest="/etc/systemd/system/tierfleet-ops.service", mode="644",
-        ops_venv=OPS_VENV, ops_socket_group=SERVICE_USER, ops_runtime_unit=UNIT,
+        ops_venv=OPS_VENV, ops_socket_group=CONTROL_GROUP, ops_runtime_unit=UNIT, ops_host_kind=profile.platform,
     )
     systemd.daemon_reload(name="Reload units (ops)", _if=unit.did_change)
 

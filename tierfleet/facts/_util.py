@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+
+#: CPU numbers the kernel can have (NR_CPUS is at most 8192 today): a list naming more is garbled
+MAX_CPUS = 65536
+#: a count, size or index as the tools print it: ASCII digits only (``int()`` also takes ``١٢``, ``１``,
+#: ``1_0``, ``+1``), at most 19 of them (64 bits), so a hostile figure cannot become a number no hardware has
+_INT_RE = re.compile(r"[0-9]{1,19}")
+_FLOAT_RE = re.compile(r"[0-9]{1,19}(?:\.[0-9]{1,19})?")
+_CPU_RANGE_RE = re.compile(r"(?P<lo>[0-9]{1,5})(?:-(?P<hi>[0-9]{1,5}))?")
+_ASCII_SPACE = " \t\r\n\v\f"
 
 
 def parse_cpu_list(text: str | None) -> list[int] | None:
@@ -12,24 +22,26 @@ def parse_cpu_list(text: str | None) -> list[int] | None:
     [0, 1, 2, 3, 8, 10, 11]
     >>> parse_cpu_list("") == []
     True
-    >>> parse_cpu_list("0-x") is None
-    True
+    >>> parse_cpu_list("0-x") is None, parse_cpu_list("٠-٣") is None, parse_cpu_list("0-65536") is None
+    (True, True, True)
     """
     if text is None:
         return None
-    text = text.strip()
+    text = text.strip(_ASCII_SPACE)
     if not text:
         return []
     cpus: set[int] = set()
-    try:
-        for part in text.split(","):
-            lo, sep, hi = part.partition("-")
-            first, last = int(lo), int(hi) if sep else int(lo)
-            if last < first or last - first > 65536:
-                return None
-            cpus.update(range(first, last + 1))
-    except ValueError:
-        return None
+    named = 0
+    for part in text.split(","):
+        match = _CPU_RANGE_RE.fullmatch(part)
+        if not match:
+            return None
+        first = int(match["lo"])
+        last = int(match["hi"]) if match["hi"] is not None else first
+        named += last - first + 1
+        if last < first or named > MAX_CPUS:  # the kernel names each CPU once
+            return None
+        cpus.update(range(first, last + 1))
     return sorted(cpus)
 
 
@@ -90,16 +102,27 @@ def parse_key_values(lines: Iterable[str], sep: str = "=") -> dict[str, str]:
 
 
 def to_int(text: str | None) -> int | None:
-    """``int(text)`` or ``None`` for missing / non-numeric values (``[N/A]``, ``[Not Supported]``)."""
-    try:
-        return int(str(text).strip())
-    except (TypeError, ValueError):
+    """The count, size or index a tool printed, or ``None`` for missing / non-numeric values (``[N/A]``,
+    ``[Not Supported]``).
+
+    Only ASCII digits count, at most 19 (64 bits), no sign; surrounding ASCII white space is ignored.
+
+    >>> to_int(" 15360 "), to_int("[N/A]"), to_int("²"), to_int("١٢"), to_int("1_0"), to_int("9" * 20), to_int("-1")
+    (15360, None, None, None, None, None, None)
+    """
+    if not isinstance(text, str):
         return None
+    text = text.strip(_ASCII_SPACE)
+    return int(text) if _INT_RE.fullmatch(text) else None
 
 
 def to_float(text: str | None) -> float | None:
-    """``float(text)`` or ``None`` for missing / non-numeric values."""
-    try:
-        return float(str(text).strip())
-    except (TypeError, ValueError):
+    """The non-negative decimal a tool printed (``70.00``), or ``None``; never ``inf``, ``nan`` or an exponent.
+
+    >>> to_float("70.00"), to_float("inf"), to_float("nan"), to_float("1e400"), to_float("７０")
+    (70.0, None, None, None, None)
+    """
+    if not isinstance(text, str):
         return None
+    text = text.strip(_ASCII_SPACE)
+    return float(text) if _FLOAT_RE.fullmatch(text) else None

@@ -73,7 +73,7 @@ class StoreManifest(FactBase[dict[str, Any]]):
                 "if ! gpgv --homedir \"$t\" --status-fd 3 --keyring \"$t/k.gpg\" \"$t/s\" \"$t/m\" "
                 "3>\"$t/st\" >\"$t/e\" 2>&1; then "
                 f"echo {shlex.quote(f'bad signature: {sig} does not verify with the pinned artifact_key:')} "
-                f"\"$(grep -v '^ *$' \"$t/e\" | tail -n 2 | tr '\\n' ' ')\"; {fail}; fi",
+                f"\"$(grep -v -e '^ *$' -e 'Please remember' \"$t/e\" | tail -n 2 | tr '\\n' ' ')\"; {fail}; fi",
             ]
         script.append("cat \"$t/m\"; echo")
         if key:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import re
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from pyinfra.api import FactBase
+from tierfleet_ops.topology import efficiency_cpus
 
 from tierfleet.facts._util import parse_cpu_list, parse_grep_h, to_int
 
 SYS_CPU = "/sys/devices/system/cpu"
-_CPU_FILE_RE = re.compile(r"^/sys/devices/system/cpu/cpu(?P<cpu>\d+)/(?:topology/)?(?P<file>[a-z_]+)$")
-_NODE_RE = re.compile(r"^/sys/devices/system/node/node(?P<node>\d+)/cpulist$")
+SYS_DEVICES = "/sys/devices"
+# ASCII digits only (``\d`` also matches other scripts' digits, and int() reads them), bounded like CPU numbers
+_CPU_FILE_RE = re.compile(r"^/sys/devices/system/cpu/cpu(?P<cpu>[0-9]{1,5})/(?:topology/)?(?P<file>[a-z_]+)$")
+_NODE_RE = re.compile(r"^/sys/devices/system/node/node(?P<node>[0-9]{1,5})/cpulist$")
 
 
 class CpuTopologyInfo(TypedDict):
@@ -23,6 +26,8 @@ class CpuTopologyInfo(TypedDict):
     #: ``cpu_capacity`` per CPU on big.LITTLE parts (1024 = biggest), empty elsewhere
     capacity: dict[int, int]
     smt: bool
+    #: Intel hybrid E-cores (``/sys/devices/cpu_atom/cpus``, or left out of ``cpu_core/cpus``); only on hybrid parts
+    efficiency: NotRequired[list[int]]
 
 
 def parse_topology(lines: list[str]) -> CpuTopologyInfo | None:
@@ -66,7 +71,7 @@ def parse_topology(lines: list[str]) -> CpuTopologyInfo | None:
             capacity[cpu] = cap
 
     core_lists = sorted(list(core) for core in cores)
-    return CpuTopologyInfo(
+    info = CpuTopologyInfo(
         online=online,
         cores=core_lists,
         packages=len(packages),
@@ -74,13 +79,20 @@ def parse_topology(lines: list[str]) -> CpuTopologyInfo | None:
         capacity=capacity if len(set(capacity.values())) > 1 else {},
         smt=any(len(core) > 1 for core in core_lists),
     )
+    slow = efficiency_cpus(parse_cpu_list(values.get(f"{SYS_DEVICES}/cpu_atom/cpus")) or [],
+                           parse_cpu_list(values.get(f"{SYS_DEVICES}/cpu_core/cpus")) or [], online)
+    if slow:
+        info["efficiency"] = sorted(slow)
+    return info
 
 
 class CpuTopology(FactBase[CpuTopologyInfo | None]):
     """Online CPUs grouped into physical cores, packages, NUMA nodes and (big.LITTLE) capacities.
 
     Reads ``/sys/devices/system/cpu/online``, ``cpuN/topology/{core_cpus_list,thread_siblings_list,
-    physical_package_id}``, ``cpuN/cpu_capacity`` and ``/sys/devices/system/node/nodeN/cpulist``.
+    physical_package_id}``, ``cpuN/cpu_capacity``, ``/sys/devices/system/node/nodeN/cpulist`` and, on Intel
+    hybrid parts, ``/sys/devices/{cpu_atom,cpu_core}/cpus`` (E-cores as the ops daemon's
+    :func:`tierfleet_ops.topology.efficiency_cpus` reads them).
     """
 
     def command(self) -> str:
@@ -88,7 +100,7 @@ class CpuTopology(FactBase[CpuTopologyInfo | None]):
             f"grep -s -H . {SYS_CPU}/online "
             f"{SYS_CPU}/cpu[0-9]*/topology/core_cpus_list {SYS_CPU}/cpu[0-9]*/topology/thread_siblings_list "
             f"{SYS_CPU}/cpu[0-9]*/topology/physical_package_id {SYS_CPU}/cpu[0-9]*/cpu_capacity "
-            "/sys/devices/system/node/node[0-9]*/cpulist; true"
+            f"/sys/devices/system/node/node[0-9]*/cpulist {SYS_DEVICES}/cpu_atom/cpus {SYS_DEVICES}/cpu_core/cpus; true"
         )
 
     def process(self, output: list[str]) -> CpuTopologyInfo | None:
@@ -102,16 +114,24 @@ class CpuIsaInfo(TypedDict):
     variant: str
 
 
+#: what the x86-64 AVX2 build uses (x86-64-v3: :data:`tierfleet.artifacts.llama_build.X86_64_FEATURES`); a CPU
+#: (or a hypervisor's CPU model) lacking any of them gets the generic build instead of dying with SIGILL
+X86_64_V3 = frozenset({"sse4_2", "avx", "avx2", "bmi2", "fma", "f16c"})
+
+
 def isa_variant(flags: set[str]) -> str:
     """Pick the llama.cpp CPU build variant for a set of ``/proc/cpuinfo`` flags.
 
-    >>> isa_variant({"avx2", "avx512f", "fma"}), isa_variant({"avx2", "fma"}), isa_variant({"asimd"}), isa_variant(set())
+    ``avx512`` and ``avx2`` (both run the x86-64-v3 build) need every flag of :data:`X86_64_V3`.
+
+    >>> v3 = {"sse4_2", "avx", "avx2", "bmi2", "fma", "f16c"}
+    >>> isa_variant(v3 | {"avx512f"}), isa_variant(v3), isa_variant({"asimd"}), isa_variant(set())
     ('avx512', 'avx2', 'neon', 'generic')
+    >>> isa_variant(v3 - {"fma"}), isa_variant({"avx512f"})
+    ('generic', 'generic')
     """
-    if "avx512f" in flags:
-        return "avx512"
-    if "avx2" in flags and "fma" in flags:
-        return "avx2"
+    if X86_64_V3 <= flags:
+        return "avx512" if "avx512f" in flags else "avx2"
     if "asimd" in flags or "neon" in flags:
         return "neon"
     return "generic"
@@ -161,7 +181,7 @@ class CpuFreqInfo(TypedDict):
     intel_pstate: str | None
 
 
-_POLICY_RE = re.compile(r"^/sys/devices/system/cpu/cpufreq/policy(?P<n>\d+)/(?P<file>[a-z_]+)$")
+_POLICY_RE = re.compile(r"^/sys/devices/system/cpu/cpufreq/policy(?P<n>[0-9]{1,5})/(?P<file>[a-z_]+)$")
 CPUFREQ_FILES = (
     "scaling_driver",
     "scaling_governor",

@@ -12,6 +12,7 @@ import re
 from typing import TypedDict
 
 from pyinfra.api import FactBase
+from tierfleet_ops.backends.jetson import parse_nvpmodel_conf, parse_nvpmodel_conf_default
 
 from tierfleet.facts._util import parse_key_values
 
@@ -56,8 +57,9 @@ L4T_TO_JETPACK: dict[str, str] = {
     "32.5": "4.5",
 }
 
-_RELEASE_RE = re.compile(r"#\s*R(?P<major>\d+)\s*\(release\),\s*REVISION:\s*(?P<rev>\d+(?:\.\d+)*)")
-_PACKAGE_RE = re.compile(r"^(?P<version>\d+\.\d+(?:\.\d+)?)")
+# ASCII digits only, as few as real releases have (``\d`` also matches other scripts' digits)
+_RELEASE_RE = re.compile(r"#\s*R(?P<major>[0-9]{1,3})\s*\(release\),\s*REVISION:\s*(?P<rev>[0-9]{1,4}(?:\.[0-9]{1,4}){0,3})(?![0-9.])")
+_PACKAGE_RE = re.compile(r"^(?P<version>[0-9]{1,3}\.[0-9]{1,4}(?:\.[0-9]{1,4})?)(?![0-9])")
 
 
 class JetsonInfo(TypedDict):
@@ -153,3 +155,75 @@ class Jetson(FactBase[JetsonInfo | None]):
             jetpack=jetpack_for(l4t),
             l4t_source=source if l4t else None,
         )
+
+
+#: where nvpmodel keeps the conf chosen with ``nvpmodel -f`` (it reads that one instead of /etc/nvpmodel.conf)
+NVPMODEL_CONF_PATH_FILE = "/var/lib/nvpmodel/conf_file_path"
+NVPMODEL_CONF = "/etc/nvpmodel.conf"
+#: read at most this much of a conf (real ones are 10-60 KiB)
+NVPMODEL_CONF_MAX_BYTES = 262144
+
+
+class NvpmodelMode(TypedDict):
+    id: int
+    name: str
+    #: CPUs the mode takes offline (``CPU_ONLINE CORE_N 0``)
+    cpu_offline: list[int]
+
+
+class NvpmodelConfInfo(TypedDict):
+    path: str
+    modes: list[NvpmodelMode]
+    #: the ``< PM_CONFIG DEFAULT=N >`` mode id, ``None`` when the conf has none
+    default: int | None
+
+
+def parse_nvpmodel_conf_output(lines: list[str]) -> NvpmodelConfInfo | None:
+    """Parse ``##conf=<path>`` followed by the conf's text; ``None`` without a conf or a mode in it.
+
+    The blocks are read by the ops daemon's own parsers (:func:`tierfleet_ops.backends.jetson.parse_nvpmodel_conf`
+    and :func:`~tierfleet_ops.backends.jetson.parse_nvpmodel_conf_default`), so both sides see the same modes.
+
+    >>> info = parse_nvpmodel_conf_output(["##conf=/etc/nvpmodel.conf", "< POWER_MODEL ID=0 NAME=MAXN >",
+    ...     "< POWER_MODEL ID=1 NAME=5W >", "CPU_ONLINE CORE_2 0", "< PM_CONFIG DEFAULT=0 >"])
+    >>> [(m["id"], m["name"], m["cpu_offline"]) for m in info["modes"]], info["default"]
+    ([(0, 'MAXN', []), (1, '5W', [2])], 0)
+    """
+    if not lines or not lines[0].startswith("##conf="):
+        return None
+    text = "\n".join(lines[1:])
+    modes = parse_nvpmodel_conf(text)
+    if not modes:
+        return None
+    return NvpmodelConfInfo(
+        path=lines[0][len("##conf="):],
+        modes=[NvpmodelMode(id=i, name=m["name"], cpu_offline=sorted(set(m["cpu_offline"])))
+               for i, m in sorted(modes.items())],
+        default=parse_nvpmodel_conf_default(text),
+    )
+
+
+class NvpmodelConf(FactBase[NvpmodelConfInfo | None]):
+    """The power modes of a Jetson's nvpmodel conf and its default mode; ``None`` where there is no conf.
+
+    The conf is the one nvpmodel itself uses: the path in ``/var/lib/nvpmodel/conf_file_path`` (set by
+    ``nvpmodel -f``) when that file is readable, else ``/etc/nvpmodel.conf`` (on L4T a link to the board's
+    ``/etc/nvpmodel/nvpmodel_<board>.conf``).
+
+    .. code:: python
+
+        {"path": "/etc/nvpmodel.conf", "default": 0,
+         "modes": [{"id": 0, "name": "15W", "cpu_offline": []}, {"id": 1, "name": "7W", "cpu_offline": [4, 5]}]}
+    """
+
+    def command(self) -> str:
+        return (
+            f"conf={NVPMODEL_CONF}; "
+            f"if [ -r {NVPMODEL_CONF_PATH_FILE} ]; then c=$(head -n 1 {NVPMODEL_CONF_PATH_FILE}); "
+            '[ -n "$c" ] && [ -r "$c" ] && conf=$c; fi; '
+            'if [ -r "$conf" ]; then printf \'##conf=%s\\n\' "$conf"; '
+            f'head -c {NVPMODEL_CONF_MAX_BYTES} "$conf"; echo; fi; true'
+        )
+
+    def process(self, output: list[str]) -> NvpmodelConfInfo | None:
+        return parse_nvpmodel_conf_output(output)

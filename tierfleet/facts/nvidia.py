@@ -206,7 +206,7 @@ class NvidiaPciDevices(FactBase[list[PciGpu]]):
         return [gpu for gpu in map(parse_sysfs_pci_line, output) if gpu]
 
 
-_NVRM_RE = re.compile(r"NVRM version:.*?\s(?P<version>\d+\.\d+(?:\.\d+)?)\s")
+_NVRM_RE = re.compile(r"NVRM version:.*?\s(?P<version>[0-9]{1,4}\.[0-9]{1,4}(?:\.[0-9]{1,4})?)\s")
 
 
 def parse_driver_version(text: str) -> str | None:
@@ -230,7 +230,7 @@ class NvidiaDriverInstalled(FactBase[str | None]):
 
     def process(self, output: list[str]) -> str | None:
         version = output[0].strip() if output else ""
-        return version if re.fullmatch(r"\d+\.\d+(\.\d+)?", version) else None
+        return version if re.fullmatch(r"[0-9]{1,4}\.[0-9]{1,4}(\.[0-9]{1,4})?", version) else None
 
 
 class NvidiaDriverLoaded(FactBase[str | None]):

@@ -41,9 +41,10 @@ class Faults:
         if kind != "mirror" and not host:
             raise ConfigError(SOURCE, "host", f"the {kind} fault needs a host name")
 
-    def inject_mirror(self, mode: str = "corrupt", after: int = 1024, rate: int = 65536) -> dict:
+    def inject_mirror(self, mode: str = "corrupt", after: int = 1024, rate: int = 65536,
+                      prefix: str = "/artifacts/") -> dict:
         return {"kind": "mirror", "host": None,
-                "mirror": lab_mirror.set_fault(self.root, mode, after=after, rate=rate)}
+                "mirror": lab_mirror.set_fault(self.root, mode, after=after, rate=rate, prefix=prefix)}
 
     def inject(self, kind: str, host: Host, *, leave: int = 0) -> dict:
         """Inject a host fault; returns its record."""

@@ -235,7 +235,8 @@ class Lab:
             state = self.store.load()
             if kind == "mirror":
                 record = self.faults.inject_mirror(options.get("mode", "corrupt"), after=options.get("after", 1024),
-                                                   rate=options.get("rate", 65536))
+                                                   rate=options.get("rate", 65536),
+                                                   prefix=options.get("prefix", "/artifacts/"))
             else:
                 record = self.faults.inject(kind, self.host(host), leave=int(options.get("leave", 0)))
             state.faults.append(record)

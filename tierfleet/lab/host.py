@@ -154,6 +154,12 @@ class Host:
         for src, dest in installs.items():
             shutil.copyfile(STANDINS / src, r / dest)
             os.chmod(r / dest, 0o755)
+        # the dressed /sys files are plain files on the host's overlayfs, not sysfs: the ops daemon writes
+        # only on sysfs unless told this filesystem stands in for it
+        dropin = r / "etc/systemd/system/tierfleet-ops.service.d"
+        dropin.mkdir(parents=True, exist_ok=True)
+        (dropin / "10-lab-sysfs.conf").write_text(
+            "# tierfleet lab: the dressed /sys is on overlayfs\n[Service]\nEnvironment=TIERFLEET_OPS_SYSFS_ALSO_ON=overlay\n")
         # the dressing: regenerated on every start, like the kernel's files after a power cycle
         dress_root = r / DRESS_IN_HOST
         if dress_root.exists():

@@ -46,3 +46,63 @@ def answering(cli: str, timeout: int = 30):
     yield (f"end=$(( $(date +%s) + {int(timeout)} )); while [ $(date +%s) -lt $end ]; do "
            f"if {quote(cli)} status --json >/dev/null 2>&1; then exit 0; fi; sleep 0.5; done; "
            f"echo {quote(message)} >&2; exit 1")
+
+
+#: the daemon's policy on a host, and the copy a rollout keeps of the one before
+POLICY = "/etc/tierfleet-ops/policy.yaml"
+PREVIOUS = POLICY + ".prev"
+
+
+def _loaded(python: str, cli: str, expected: str) -> str:
+    """Shell test: the daemon runs the policy whose hash is ``expected`` (``$h`` when empty) without error,
+    its last profile change applied every knob, and it knows no load error."""
+    check = ("import json, sys; s = json.load(sys.stdin); p = s.get('policy') or {}; "
+             "bad = [o for o in s.get('last_apply') or [] if o.get('status') in ('failed', 'verify-failed')]; "
+             "sys.exit(0 if p.get('hash') == sys.argv[1] and not p.get('error') and not bad else 1)")
+    want = quote(expected) if expected else '"$h"'
+    return f"{quote(cli)} status --json 2>/dev/null | {quote(python)} -c {quote(check)} {want}"
+
+
+@operation(is_idempotent=False)
+def policy_applied(text: str, expected_hash: str, cli: str, python: str, port: int, timeout: int = 60):
+    """Install a policy, reload the daemon, and check it runs it; otherwise put the previous one back.
+
+    + text: the policy file's content
+    + expected_hash: the hash the daemon reports for it (:func:`tierfleet_ops.policy.parse_policy`)
+    + cli, python: ``tierfleet-ops`` and the Python of the daemon's venv
+    + port: the runtime's port on 127.0.0.1 (it must still answer ``/health``)
+
+    The running policy is kept as ``policy.yaml.prev``; the new one is checked on the host
+    (``tierfleet-ops check-policy``) before it replaces anything. Fails the host, after restoring and reloading
+    the previous policy, when the daemon does not report the new hash with every knob applied, or the runtime
+    stops answering, within ``timeout`` seconds.
+    """
+    new = POLICY + ".new"
+    fail = (f"cp -p {quote(PREVIOUS)} {quote(POLICY)} && systemctl reload tierfleet-ops.service; "
+            f"echo {quote('tierfleet: policy rollout: the daemon did not run policy ' + expected_hash + ' with every knob applied and a healthy runtime within ' + str(int(timeout)) + 's; the previous policy is back')} >&2; exit 1")
+    yield (
+        f"set -u; printf '%s' {quote(text)} > {quote(new)} && "
+        f"{quote(cli)} check-policy {quote(new)} >/dev/null || {{ rm -f {quote(new)}; "
+        f"echo {quote('tierfleet: policy rollout: the host refused the policy (tierfleet-ops check-policy)')} >&2; "
+        f"exit 1; }}; "
+        f"cp -p {quote(POLICY)} {quote(PREVIOUS)} && mv -f {quote(new)} {quote(POLICY)} && "
+        "systemctl reload tierfleet-ops.service || { " + fail + "; }; "
+        f"end=$(( $(date +%s) + {int(timeout)} )); ok=0; while [ $(date +%s) -lt $end ]; do "
+        f"if {_loaded(python, cli, expected_hash)} && curl -fsS --max-time 2 http://127.0.0.1:{int(port)}/health "
+        ">/dev/null 2>&1; then ok=1; break; fi; sleep 0.5; done; "
+        f"if [ $ok = 1 ]; then exit 0; fi; {fail}"
+    )
+
+
+@operation(is_idempotent=False)
+def policy_reverted(cli: str, python: str, timeout: int = 60):
+    """Put the policy a rollout replaced (``policy.yaml.prev``) back, reload, and check the daemon runs it."""
+    yield (
+        f"[ -f {quote(PREVIOUS)} ] || {{ echo {quote('tierfleet: policy revert: no previous policy kept')} >&2; "
+        "exit 1; }; "
+        rf"h=$({quote(cli)} check-policy {quote(PREVIOUS)} | sed -n 's/.*policy \([0-9a-f]*\),.*/\1/p'); "
+        f"cp -p {quote(PREVIOUS)} {quote(POLICY)} && systemctl reload tierfleet-ops.service && "
+        f"end=$(( $(date +%s) + {int(timeout)} )); while [ $(date +%s) -lt $end ]; do "
+        f"if {_loaded(python, cli, '')}; then exit 0; fi; sleep 0.5; done; "
+        f"echo {quote('tierfleet: policy revert: the daemon did not come back to the previous policy')} >&2; exit 1"
+    )

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Generator
-from pathlib import PurePosixPath
 from shlex import quote
 from typing import Any
 from urllib.parse import quote as url_quote
@@ -47,12 +46,13 @@ from urllib.parse import quote as url_quote
 from pyinfra import host
 from pyinfra.api import OperationValueError, operation
 
+from tierfleet import rules
 from tierfleet.artifacts.manifest import (
     MANIFEST_NAME,
-    NAME_RE,
     Manifest,
     manifest_from_dict,
 )
+from tierfleet.exceptions import RuleError
 from tierfleet.facts.release import Releases
 from tierfleet.operations.failure import fail_host
 
@@ -63,8 +63,17 @@ LOCK = ".lock"
 LOCK_WAIT_S = 900
 
 
+def _check(key: str, rule, value):
+    """Apply one of the shared value rules (:mod:`tierfleet.rules`, which the inventory uses too)."""
+    try:
+        return rule(value)
+    except RuleError as exc:
+        raise OperationValueError(f"{key}: {value!r} is not allowed; {exc}") from None
+
+
 def check_root(root: str) -> str:
-    """A release root: an absolute path other than ``/``, no ``..`` component, one line.
+    """A release root (:func:`tierfleet.rules.release_root`): an absolute path other than ``/`` once
+    normalised, no ``..`` component, one line.
 
     >>> check_root("/var/lib/tierfleet/models/")
     '/var/lib/tierfleet/models'
@@ -73,19 +82,12 @@ def check_root(root: str) -> str:
     ...
     pyinfra.api.exceptions.OperationValueError: root: '/var/lib/../../etc' is not allowed; expected an absolute path other than / without '..'
     """
-    if (not isinstance(root, str) or not root.startswith("/") or "\n" in root or "\0" in root
-            or root.rstrip("/") == "" or ".." in root.split("/")):
-        raise OperationValueError(f"root: {root!r} is not allowed; expected an absolute path other than / "
-                                  "without '..'")
-    return str(PurePosixPath(root))
+    return _check("root", rules.release_root, root)
 
 
-def check_id(release: str) -> str:
-    """A release id: a directory name of letters, digits, '.', '_', '+', '-' (at most 128)."""
-    if not isinstance(release, str) or not NAME_RE.match(release):
-        raise OperationValueError(
-            f"release: {release!r} is not allowed; expected letters, digits, '.', '_', '+', '-' (max 128)")
-    return release
+def check_id(release: str, key: str = "release") -> str:
+    """A release id (:func:`tierfleet.rules.release_id`): letters, digits, '.', '_', '+', '-' (at most 128)."""
+    return _check(key, rules.release_id, release)
 
 
 def locked(root: str, script: list[str]) -> str:
@@ -205,8 +207,7 @@ def artifact(root: str, release: str, manifest: Manifest | dict, source: str,
     release = check_id(release)
     if isinstance(manifest, dict):
         manifest = manifest_from_dict(manifest, source="release.artifact manifest")
-    if not source.startswith(("http://", "https://", "/")):
-        raise OperationValueError(f"source: {source!r} is not allowed; expected an http(s):// URL or an absolute path")
+    source = _check("source", rules.release_source, source)
     if compressed and not manifest.compressed:
         raise OperationValueError(f"compressed: {manifest.name} {manifest.version} has no .zst form for every file")
     env_lines = ""
@@ -320,7 +321,7 @@ def rollback(root: str, release: str, to: str | None = None) -> Generator[str, N
     if state["current"] != release:
         host.noop(f"current is {state['current'] or 'unset'}, not {release}: nothing to roll back")
         return
-    target = check_id(to) if to is not None else None
+    target = check_id(to, "to") if to is not None else None
     if target is None:
         prev = state["previous"]
         if prev and prev != release and _installed(state, prev):

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tierfleet.rollout.state import DONE, HostRun, RolloutState, save
+from tierfleet.rollout.state import DONE, FAILED, HostRun, RolloutState, save
 
 #: a worker's argv for one host, given the file it writes its result to
 WorkerArgv = Callable[[str, Path], list[str]]
@@ -63,8 +63,13 @@ def run_host(name: str, argv_for: WorkerArgv, run_dir: Path, timeout: float) -> 
 
 
 def execute(state: RolloutState, state_path: Path, argv_for: WorkerArgv, run_dir: Path, forks: int = 20,
-            on_event: Callable[[str, str, HostRun], None] | None = None) -> RolloutState:
-    """Run every batch of ``state`` whose hosts are not done yet; returns the state (also saved)."""
+            on_event: Callable[[str, str, HostRun], None] | None = None,
+            revert_for: WorkerArgv | None = None) -> RolloutState:
+    """Run every batch of ``state`` whose hosts are not done yet; returns the state (also saved).
+
+    With ``revert_for``, a batch in which a host failed is rolled back as a whole: its hosts that succeeded run
+    the revert worker and end ``reverted`` (or ``failed`` when the revert fails too).
+    """
     lock = threading.Lock()
     stop = threading.Event()
     event = on_event or (lambda *_: None)
@@ -102,10 +107,28 @@ def execute(state: RolloutState, state_path: Path, argv_for: WorkerArgv, run_dir
             continue
         with ThreadPoolExecutor(max_workers=max(1, min(forks, len(todo)))) as pool:
             list(pool.map(one, todo))
+        if revert_for is not None and any(state.hosts[h].status in FAILED for h in batch):
+            done = [h for h in batch if state.hosts[h].status == "ok"]
+            with ThreadPoolExecutor(max_workers=max(1, min(forks, len(done) or 1))) as pool:
+                list(pool.map(lambda h: _revert(state, state_path, h, revert_for, run_dir, lock, event), done))
     with lock:
         state.finished = time.time()
         save(state, state_path)
     return state
+
+
+def _revert(state: RolloutState, state_path: Path, name: str, argv_for: WorkerArgv, run_dir: Path, lock, event) -> None:
+    run = state.hosts[name]
+    result = run_host(f"{name}", lambda h, out: argv_for(h, out), run_dir / "revert", state.host_timeout)
+    with lock:
+        run.status = "reverted" if result.get("status") == "ok" else "failed"
+        run.rolled_back = result.get("status") == "ok"
+        if result.get("after"):
+            run.after = result["after"]
+        run.error = ("reverted: another host of its batch failed" if run.status == "reverted"
+                     else f"revert failed: {result.get('error') or 'no result'}")
+        save(state, state_path)
+    event("end", name, run)
 
 
 def _stop_reason(state: RolloutState) -> str:

@@ -20,8 +20,9 @@ import pydantic
 from tierfleet.exceptions import ConfigError
 from tierfleet.validation import validate
 
-HostStatus = Literal["pending", "running", "ok", "failed", "timeout"]
-DONE = ("ok", "failed", "timeout")
+#: ``reverted``: the host had its change, and lost it again because another host of its batch failed
+HostStatus = Literal["pending", "running", "ok", "failed", "timeout", "reverted"]
+DONE = ("ok", "failed", "timeout", "reverted")
 FAILED = ("failed", "timeout")
 
 
@@ -66,6 +67,9 @@ class RolloutState(pydantic.BaseModel):
     host_timeout: float = pydantic.Field(gt=0)
     batches: list[list[str]]
     hosts: dict[str, HostRun]
+    #: a policy rollout's file and the sha256 of its bytes (a resume refuses a file that changed since)
+    policy_file: str | None = None
+    policy_sha256: str | None = None
     started: float = pydantic.Field(default_factory=time.time)
     finished: float | None = None
     stopped: str | None = None
@@ -81,7 +85,7 @@ class RolloutState(pydantic.BaseModel):
         return bool(self.failed()) and self.failed_pct() > self.max_fail_pct
 
     def summary(self) -> dict[str, int]:
-        out = {s: 0 for s in ("ok", "failed", "timeout", "pending", "running")}
+        out = {s: 0 for s in ("ok", "failed", "timeout", "reverted", "pending", "running")}
         for run in self.hosts.values():
             out[run.status] += 1
         return out

@@ -153,6 +153,104 @@ def upgrade(inventory: str, name: str, data: dict[str, str]) -> dict[str, Any]:
     return result
 
 
+def _policy_status(state, host) -> dict[str, Any]:
+    from pyinfra.context import ctx_host, ctx_state
+
+    from tierfleet.deploys.policy import OPS_CLI
+    from tierfleet.facts.ops import OpsStatus
+
+    with ctx_state.use(state), ctx_host.use(host):
+        return host.get_fact(OpsStatus, cli=OPS_CLI)
+
+
+def _gpu_range(gpus: dict | None) -> tuple[float, float] | None:
+    """The power-limit range every GPU of a host accepts, or None when no GPU reports one."""
+    ranges = [(g["power_min_limit_w"], g["power_max_limit_w"]) for g in (gpus or {}).get("gpus") or []
+              if g.get("power_min_limit_w") is not None and g.get("power_max_limit_w") is not None]
+    return (max(lo for lo, _ in ranges), min(hi for _, hi in ranges)) if ranges else None
+
+
+def policy(inventory: str, name: str, data: dict[str, str], policy_path: str) -> dict[str, Any]:
+    """Roll the fleet policy at ``policy_path`` onto one host (see :mod:`tierfleet.fleet_policy`)."""
+    from pyinfra.api.exceptions import ConnectError, PyinfraError
+    from pyinfra.context import ctx_host, ctx_state
+
+    from tierfleet.catalog import load_catalog
+    from tierfleet.deploys.policy import apply_policy
+    from tierfleet.energy import plan_energy
+    from tierfleet.exceptions import ConfigError
+    from tierfleet.facts.jetson import NvpmodelConf
+    from tierfleet.facts.nvidia import NvidiaGpus
+    from tierfleet.fleet_policy import host_policy, read_fleet_policy
+    from tierfleet.resolve import host_settings_of, resolve
+
+    result: dict[str, Any] = {"host": name, "status": "failed"}
+    try:
+        raw, _ = read_fleet_policy(policy_path)
+        state, host = _state(inventory, name, data)
+        catalog = load_catalog()
+        settings = host_settings_of(host, catalog, inventory)
+        resolved = resolve(host, catalog, settings)
+        platform = resolved.profile.platform
+        with ctx_state.use(state), ctx_host.use(host):
+            nv = host.get_fact(NvpmodelConf) if platform == "jetson" else None
+            gpus = host.get_fact(NvidiaGpus) if platform == "gpu" else None
+        before = _policy_status(state, host)
+        result["before"] = {"policy": before.get("policy_hash"), "profile": before.get("profile")}
+        plan = plan_energy(platform, nv, gpus)
+        tier = resolved.verdict.tier
+        reserve = catalog.tier(tier).reserved_cores if tier else 2
+        text, want = host_policy(raw, platform, source=f"{policy_path}: host {name}",
+                                 jetson_modes=plan.jetson_modes,
+                                 board_modes=[m["name"] for m in (nv or {}).get("modes") or []] if nv else None,
+                                 gpu_power_w=plan.gpu_power_w, gpu_range_w=_gpu_range(gpus),
+                                 runtime_port=settings.runtime_port, reserve=reserve)
+        result["want"] = want
+        print(f"worker: {name}: connected, applying policy {want}", flush=True)
+        ok = _run(state, apply_policy, text, want, settings.runtime_port)
+        _disconnect(state)
+        state, host = _state(inventory, name, data)
+        after = _policy_status(state, host)
+        result["after"] = {"policy": after.get("policy_hash"), "profile": after.get("profile")}
+        result["changed"] = result["after"]["policy"] != result["before"]["policy"]
+        if not ok:
+            result["rolled_back"] = result["after"]["policy"] == result["before"]["policy"]
+        result["status"] = "ok" if ok and after.get("policy_hash") == want else "failed"
+        _run(state, record, {"kind": "policy", "result": result["status"], "finished": _now(),
+                             "before": result["before"], "after": result["after"]})
+        _disconnect(state)
+    except ConnectError as exc:
+        result["error"] = f"tierfleet: unreachable: {exc}"
+    except ConfigError as exc:
+        result["error"] = f"tierfleet: {exc}"
+    except PyinfraError as exc:
+        result["error"] = f"tierfleet: pyinfra: {exc}"
+    return result
+
+
+def policy_revert(inventory: str, name: str, data: dict[str, str]) -> dict[str, Any]:
+    """Put back the policy a rollout replaced on a host of a batch that failed elsewhere."""
+    from pyinfra.api.exceptions import ConnectError, PyinfraError
+
+    from tierfleet.deploys.policy import revert_policy
+
+    result: dict[str, Any] = {"host": name, "status": "failed"}
+    try:
+        state, host = _state(inventory, name, data)
+        ok = _run(state, revert_policy)
+        _disconnect(state)
+        state, host = _state(inventory, name, data)
+        after = _policy_status(state, host)
+        result["after"] = {"policy": after.get("policy_hash"), "profile": after.get("profile")}
+        result["status"] = "ok" if ok else "failed"
+        _disconnect(state)
+    except ConnectError as exc:
+        result["error"] = f"tierfleet: unreachable: {exc}"
+    except PyinfraError as exc:
+        result["error"] = f"tierfleet: pyinfra: {exc}"
+    return result
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -168,18 +266,24 @@ def record(doc: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.argument("kind", type=click.Choice(["upgrade"]))
+@click.argument("kind", type=click.Choice(["upgrade", "policy", "policy-revert"]))
 @click.option("-i", "--inventory", required=True)
 @click.option("--host", "name", required=True)
 @click.option("--data", multiple=True)
+@click.option("--policy", "policy_path", default=None)
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
-def main(kind: str, inventory: str, name: str, data: tuple[str, ...], out: Path) -> None:
+def main(kind: str, inventory: str, name: str, data: tuple[str, ...], policy_path: str | None, out: Path) -> None:
     """Run one host's part of a rollout and write its result as JSON."""
     die_with_parent()
     from tierfleet.cli import _logging
 
     _logging(1)
-    result = upgrade(inventory, name, parse_data(data))
+    if kind == "upgrade":
+        result = upgrade(inventory, name, parse_data(data))
+    elif kind == "policy":
+        result = policy(inventory, name, parse_data(data), policy_path or "")
+    else:
+        result = policy_revert(inventory, name, parse_data(data))
     write_json(out, result)
     sys.exit(0 if result["status"] == "ok" else 1)
 

@@ -33,6 +33,17 @@ class Backend:
     name = "base"
     SETTINGS: dict[str, Setting] = {}
 
+    @classmethod
+    def probe(cls, ctx: HostContext) -> Backend | str:
+        """The backend when this host has it, else why not (said in ``status`` and ``dry-run``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def detect(cls, ctx: HostContext) -> Any:
+        """The backend when this host has it, else ``None``."""
+        found = cls.probe(ctx)
+        return None if isinstance(found, str) else found
+
     def knobs(self) -> dict[str, Knob]:
         """Every knob this backend can turn on this host, by name."""
         raise NotImplementedError
@@ -59,19 +70,46 @@ class Backend:
         """Release resources (NVML shutdown)."""
 
 
-def detect_backends(ctx: HostContext, wanted: list[str] | None = None) -> list[Backend]:
-    """Choose the backends this host supports, in a fixed order: jetson, cpufreq, rapl, nvml."""
+def backend_classes() -> list[type[Backend]]:
+    """Every backend, in the order they are chosen: jetson, cpufreq, rapl, nvml."""
     from .cpufreq import CpufreqBackend
     from .jetson import JetsonBackend
     from .nvml import NvmlBackend
     from .rapl import RaplBackend
 
+    return [JetsonBackend, CpufreqBackend, RaplBackend, NvmlBackend]
+
+
+def probe_backends(ctx: HostContext, wanted: list[str] | None = None) -> tuple[list[Backend], dict[str, str]]:
+    """The backends this host supports, and for each one it does not, why not."""
     found: list[Backend] = []
-    for cls in (JetsonBackend, CpufreqBackend, RaplBackend, NvmlBackend):
+    absent: dict[str, str] = {}
+    for cls in backend_classes():
         if wanted is not None and cls.name not in wanted:
+            absent[cls.name] = f"not selected (--backend {' '.join(wanted)})"
             continue
-        backend = cls.detect(ctx)
-        if backend is not None:
-            log.info("backend %s: %s", cls.name, backend.describe())
-            found.append(backend)
-    return found
+        got = cls.probe(ctx)
+        if isinstance(got, str):
+            log.info("backend %s: absent: %s", cls.name, got)
+            absent[cls.name] = got
+        else:
+            log.info("backend %s: %s", cls.name, got.describe())
+            found.append(got)
+    return found, absent
+
+
+def detect_backends(ctx: HostContext, wanted: list[str] | None = None) -> list[Backend]:
+    """Choose the backends this host supports, in a fixed order: jetson, cpufreq, rapl, nvml."""
+    return probe_backends(ctx, wanted)[0]
+
+
+def not_applied(profile: dict[str, dict[str, Any]], absent: dict[str, str]) -> list[dict[str, Any]]:
+    """For each absent backend: why, and which of the profile's settings therefore do nothing.
+
+    >>> not_applied({"cpufreq": {"governor": ["powersave"], "epp": None}, "nvml": {"power_limit_w": None}},
+    ...             {"cpufreq": "no cpufreq driver", "rapl": "no RAPL"})
+    [{'backend': 'cpufreq', 'reason': 'no cpufreq driver', 'settings': ['governor']}, {'backend': 'rapl', 'reason': 'no RAPL', 'settings': []}]
+    """
+    return [{"backend": name, "reason": why,
+             "settings": [k for k, v in (profile.get(name) or {}).items() if v is not None]}
+            for name, why in absent.items()]

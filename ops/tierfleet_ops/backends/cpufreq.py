@@ -10,6 +10,7 @@ amd-pstate active, EPP can only be set under ``powersave`` and is forced to ``pe
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ..knobs import Change, Knob, Skipped, sysfs_knob
@@ -22,6 +23,11 @@ GOVERNORS = ("performance", "powersave", "schedutil", "ondemand", "conservative"
 EPP_VALUES = ("default", "performance", "balance_performance", "balance_power", "power")
 #: drivers whose EPP is forced to "performance" under the performance governor
 EPP_FORCED_BY_PERFORMANCE = ("intel_pstate", "amd-pstate-epp")
+#: seconds a frequency reading is reused
+READING_S = 5.0
+#: files the cpufreq driver sets when a policy appears and never changes afterwards
+FIXED = ("scaling_driver", "scaling_available_governors", "energy_performance_available_preferences",
+         "cpuinfo_min_freq", "cpuinfo_max_freq", "scaling_available_frequencies")
 
 
 def parse_words(text: str | None) -> list[str]:
@@ -71,16 +77,16 @@ class CpufreqBackend(Backend):
         for s in (
             Setting("governor", "a governor or a fallback list of " + ", ".join(GOVERNORS),
                     "scaling governor; the first one the policy offers is used",
-                    fallback_list(GOVERNORS)),
+                    fallback_list(GOVERNORS), type=list[str]),
             Setting("epp", ", ".join(EPP_VALUES),
                     "energy_performance_preference (intel_pstate/amd-pstate active mode)",
-                    one_of(EPP_VALUES)),
+                    one_of(EPP_VALUES), type=str),
             Setting("min_freq_pct", "integer 0..100",
-                    "scaling_min_freq as a percentage of cpuinfo_min..cpuinfo_max", int_range(0, 100)),
+                    "scaling_min_freq as a percentage of cpuinfo_min..cpuinfo_max", int_range(0, 100), type=int),
             Setting("max_freq_pct", "integer 0..100",
-                    "scaling_max_freq as a percentage of cpuinfo_min..cpuinfo_max", int_range(0, 100)),
+                    "scaling_max_freq as a percentage of cpuinfo_min..cpuinfo_max", int_range(0, 100), type=int),
             Setting("boost", "true or false", "turbo/boost (cpufreq/boost or intel_pstate/no_turbo)",
-                    boolean),
+                    boolean, type=bool),
         )
     }
 
@@ -90,19 +96,33 @@ class CpufreqBackend(Backend):
                          if p.startswith("policy") and p[6:].isdigit()]
         self.policies.sort(key=lambda p: int(p[6:]))
         self._knobs = self._make_knobs()
+        self._reading: tuple[float, dict[str, float]] | None = None
+        self._fixed_cache: dict[str, str | None] = {}
 
     @classmethod
-    def detect(cls, ctx: HostContext) -> CpufreqBackend | None:
+    def probe(cls, ctx: HostContext) -> CpufreqBackend | str:
         backend = cls(ctx.sysfs)
-        return backend if backend.policies else None
+        if backend.policies:
+            return backend
+        if not ctx.sysfs.exists(CPUFREQ):
+            return f"no {ctx.sysfs.path(CPUFREQ)}: the kernel has no cpufreq driver here (usual in VMs and containers)"
+        return f"no policyN under {ctx.sysfs.path(CPUFREQ)}"
 
     # --- reading ----------------------------------------------------------------------------
 
     def _p(self, policy: str, leaf: str) -> str:
         return f"{CPUFREQ}/{policy}/{leaf}"
 
+    def _fixed(self, policy: str, leaf: str) -> str | None:
+        """A file the driver sets once (:data:`FIXED`): read on first use, then remembered, so the
+        re-verify pass every ``reapply_s`` reads only the live values."""
+        rel = self._p(policy, leaf)
+        if rel not in self._fixed_cache:
+            self._fixed_cache[rel] = self.sysfs.read(rel)
+        return self._fixed_cache[rel]
+
     def driver(self) -> str | None:
-        return self.sysfs.read(self._p(self.policies[0], "scaling_driver")) if self.policies else None
+        return self._fixed(self.policies[0], "scaling_driver") if self.policies else None
 
     def governors(self) -> dict[str, str | None]:
         """Live governor per policy (``cat .../policyN/scaling_governor``)."""
@@ -110,7 +130,7 @@ class CpufreqBackend(Backend):
 
     def policy_cpus(self, policy: str) -> list[int]:
         """CPUs of a policy (``affected_cpus`` is space-separated, unlike CPU lists)."""
-        return [int(c) for c in parse_words(self.sysfs.read(self._p(policy, "affected_cpus")))]
+        return [int(c) for c in parse_words(self.sysfs.read(self._p(policy, "affected_cpus")))]  # hotplug changes it
 
     def _make_knobs(self) -> dict[str, Knob]:
         knobs: dict[str, Knob] = {}
@@ -135,9 +155,15 @@ class CpufreqBackend(Backend):
         return self._knobs
 
     def readings(self) -> dict[str, float]:
-        cur = [self.sysfs.read(self._p(p, "scaling_cur_freq")) for p in self.policies]
-        vals = [int(c) for c in cur if c and c.isdigit()]
-        return {"cpu_freq_mhz": sum(vals) / len(vals) / 1000.0} if vals else {}
+        """Mean ``scaling_cur_freq`` in MHz: a figure for ``status`` and metrics, not a load
+        signal, so read at most every :data:`READING_S` seconds (one file per policy: a 64-CPU
+        host would otherwise read 64 files every tick)."""
+        now = time.monotonic()
+        if self._reading is None or now - self._reading[0] >= READING_S:
+            cur = [self.sysfs.read(self._p(p, "scaling_cur_freq")) for p in self.policies]
+            vals = [int(c) for c in cur if c and c.isdigit()]
+            self._reading = (now, {"cpu_freq_mhz": sum(vals) / len(vals) / 1000.0} if vals else {})
+        return dict(self._reading[1])
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "driver": self.driver(), "policies": self.policies}
@@ -157,7 +183,7 @@ class CpufreqBackend(Backend):
         for p in self.policies:
             gov = None
             if settings.get("governor"):
-                avail = parse_words(self.sysfs.read(self._p(p, "scaling_available_governors")))
+                avail = parse_words(self._fixed(p, "scaling_available_governors"))
                 gov = choose_governor(settings["governor"], avail)
                 if gov is None:
                     skipped.append(Skipped(f"cpufreq.{p}.scaling_governor",
@@ -173,7 +199,7 @@ class CpufreqBackend(Backend):
             if epp is not None:
                 name = f"cpufreq.{p}.energy_performance_preference"
                 live_gov = gov or self.sysfs.read(self._p(p, "scaling_governor"))
-                avail = parse_words(self.sysfs.read(self._p(p, "energy_performance_available_preferences")))
+                avail = parse_words(self._fixed(p, "energy_performance_available_preferences"))
                 if name not in self._knobs:
                     skipped.append(Skipped(name, "no EPP on this policy"))
                 elif live_gov == "performance" and driver in EPP_FORCED_BY_PERFORMANCE:
@@ -190,12 +216,12 @@ class CpufreqBackend(Backend):
         lo_pct, hi_pct = settings.get("min_freq_pct"), settings.get("max_freq_pct")
         if lo_pct is None and hi_pct is None:
             return []
-        lo = self.sysfs.read(self._p(p, "cpuinfo_min_freq"))
-        hi = self.sysfs.read(self._p(p, "cpuinfo_max_freq"))
+        lo = self._fixed(p, "cpuinfo_min_freq")
+        hi = self._fixed(p, "cpuinfo_max_freq")
         if not (lo and hi and lo.isdigit() and hi.isdigit()):
             skipped.append(Skipped(f"cpufreq.{p}.scaling_max_freq", "cpuinfo_min/max_freq unreadable"))
             return []
-        steps = [int(s) for s in parse_words(self.sysfs.read(self._p(p, "scaling_available_frequencies")))]
+        steps = [int(s) for s in parse_words(self._fixed(p, "scaling_available_frequencies"))]
         out = []
         for pct, leaf in ((lo_pct, "scaling_min_freq"), (hi_pct, "scaling_max_freq")):
             if pct is not None and f"cpufreq.{p}.{leaf}" in self._knobs:

@@ -30,6 +30,10 @@ UNKNOWN = "unknown"
 
 _MODEL_RE = re.compile(r"POWER_MODEL:\s*ID=(\d+)\s+NAME=(\S+)")
 _DEFAULT_RE = re.compile(r"PM_CONFIG:\s*DEFAULT=(\S+?)\((\d+)\)")
+# /etc/nvpmodel.conf lines; numbers bounded so a garbled file cannot make int() refuse or a list explode
+_CONF_MODE_RE = re.compile(r"<\s*POWER_MODEL\s+ID=(\d{1,6})\s+NAME=(\S+)\s*>")
+_CONF_CPU_RE = re.compile(r"CPU_ONLINE\s+CORE_(\d{1,6})\s+(\d+)")
+_CONF_DEFAULT_RE = re.compile(r"<\s*PM_CONFIG\s+DEFAULT=(\d{1,6})\s*>")
 
 
 def parse_nvpmodel_modes(text: str) -> dict[str, int]:
@@ -77,7 +81,7 @@ def parse_nvpmodel_conf(text: str) -> dict[int, dict[str, Any]]:
     cur: dict[str, Any] | None = None
     for raw in text.splitlines():
         ln = raw.strip()
-        m = re.match(r"<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=(\S+)\s*>", ln)
+        m = _CONF_MODE_RE.match(ln)
         if m:
             cur = {"name": m.group(2), "cpu_offline": []}
             out[int(m.group(1))] = cur
@@ -85,10 +89,25 @@ def parse_nvpmodel_conf(text: str) -> dict[int, dict[str, Any]]:
         if ln.startswith("<"):
             cur = None
             continue
-        m = re.match(r"CPU_ONLINE\s+CORE_(\d+)\s+(\d+)", ln)
+        m = _CONF_CPU_RE.match(ln)
         if m and cur is not None and m.group(2) == "0":
             cur["cpu_offline"].append(int(m.group(1)))
     return out
+
+
+def parse_nvpmodel_conf_default(text: str) -> int | None:
+    """The default mode id of ``/etc/nvpmodel.conf``, from its ``< PM_CONFIG DEFAULT=N >`` line.
+
+    >>> parse_nvpmodel_conf_default("< POWER_MODEL ID=0 NAME=MAXN >\\n\\n< PM_CONFIG DEFAULT=2 >\\n")
+    2
+    >>> parse_nvpmodel_conf_default("# < PM_CONFIG DEFAULT=1 > only in a comment") is None
+    True
+    """
+    for raw in text.splitlines():
+        m = _CONF_DEFAULT_RE.match(raw.strip())
+        if m:
+            return int(m.group(1))
+    return None
 
 
 def find_gpu_devfreq(sysfs: Sysfs) -> str | None:
@@ -136,14 +155,14 @@ class JetsonBackend(Backend):
         s.name: s
         for s in (
             Setting("nvpmodel", "a mode NAME from `nvpmodel -p --verbose` (e.g. MAXN, 15W)",
-                    "power mode by name; ids differ per board", mode_name),
+                    "power mode by name; ids differ per board", mode_name, type=str),
             Setting("jetson_clocks", "true or false",
                     "pin clocks at the mode's maximum (jetson_clocks); false restores the stored ones",
-                    boolean),
+                    boolean, type=bool),
             Setting("gpu_min_freq_pct", "integer 0..100", "GPU devfreq min_freq, % of the available range",
-                    int_range(0, 100)),
+                    int_range(0, 100), type=int),
             Setting("gpu_max_freq_pct", "integer 0..100", "GPU devfreq max_freq, % of the available range",
-                    int_range(0, 100)),
+                    int_range(0, 100), type=int),
         )
     }
 
@@ -162,14 +181,15 @@ class JetsonBackend(Backend):
         self._knobs = self._make_knobs()
 
     @classmethod
-    def detect(cls, ctx: HostContext) -> JetsonBackend | None:
+    def probe(cls, ctx: HostContext) -> JetsonBackend | str:
         model_file = ctx.sysfs.root.parent / "proc/device-tree/model"
         try:
             model = model_file.read_text(errors="replace").rstrip("\x00\n")
         except OSError:
             model = ""
         if "Jetson" not in model and ctx.runner.which("nvpmodel") is None:
-            return None
+            said = f"says {model!r}" if model else "is missing"
+            return f"not a Jetson: {model_file} {said} and nvpmodel is not on PATH"
         return cls(ctx, model or "Jetson")
 
     # --- nvpmodel ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Union
 from collections.abc import Callable
 
 from ..errors import UnavailableError
@@ -156,11 +156,12 @@ class NvmlBackend(Backend):
         for s in (
             Setting("power_limit_w", "integer watts within the GPU's power-limit constraints",
                     "board power limit (nvidia-smi -pl); out-of-range values are skipped",
-                    int_range(1, 5000)),
+                    int_range(1, 5000), type=int),
             Setting("power_limit_pct", "integer 1..100 of the maximum constraint",
-                    "power limit as a percentage of the maximum allowed limit", int_range(1, 100)),
+                    "power limit as a percentage of the maximum allowed limit", int_range(1, 100), type=int),
             Setting("locked_sm_clocks_mhz", "[min_mhz, max_mhz] or false",
-                    "lock SM clocks (nvidia-smi -lgc); false resets them (-rgc)", clock_pair),
+                    "lock SM clocks (nvidia-smi -lgc); false resets them (-rgc)", clock_pair,
+                    type=Union[list[int], bool]),
         )
     }
 
@@ -172,21 +173,27 @@ class NvmlBackend(Backend):
         self.reloads = 0
 
     @classmethod
-    def detect(cls, ctx: HostContext) -> NvmlBackend | None:
+    def probe(cls, ctx: HostContext) -> NvmlBackend | str:
         client = NvmlClient(ctx.nvml_loader or default_loader)
         try:
             client.start()
-        except (UnavailableError, ImportError, OSError) as exc:
+        except UnavailableError as exc:
             log.debug("nvml: %s", exc)
-            return None
+            return str(exc)
+        except ImportError as exc:
+            log.debug("nvml: %s", exc)
+            return f"pynvml cannot be imported ({exc}); install tierfleet-ops[nvml]"
+        except OSError as exc:
+            log.debug("nvml: %s", exc)
+            return f"NVML: {exc}"
         except Exception as exc:  # NVMLError of a module we could not name before loading it
             if client.nvml is not None and isinstance(exc, client.nvml.NVMLError):
                 log.info("nvml: not available: %s", exc)
-                return None
+                return f"NVML: {exc}"
             raise
         if not client.handles:
             client.stop()
-            return None
+            return "NVML reports no GPUs"
         return cls(client)
 
     # --- knobs ------------------------------------------------------------------------------

@@ -39,9 +39,15 @@ class RaplBackend(Backend):
         self._last_total = 0
 
     @classmethod
-    def detect(cls, ctx: HostContext) -> RaplBackend | None:
-        domains = [d for d in rapl_domains(ctx.sysfs) if ctx.sysfs.read(f"{POWERCAP}/{d}/energy_uj")]
-        return cls(ctx.sysfs, domains) if domains else None
+    def probe(cls, ctx: HostContext) -> RaplBackend | str:
+        found = rapl_domains(ctx.sysfs)
+        domains = [d for d in found if ctx.sysfs.read(f"{POWERCAP}/{d}/energy_uj")]
+        if domains:
+            return cls(ctx.sysfs, domains)
+        if found:
+            return (f"{ctx.sysfs.path(POWERCAP)}/{found[0]}/energy_uj unreadable "
+                    "(root only on recent kernels)")
+        return f"no intel-rapl:N under {ctx.sysfs.path(POWERCAP)} (no RAPL on this CPU, or not exposed to a VM)"
 
     def knobs(self) -> dict[str, Knob]:
         return {}

@@ -1,0 +1,261 @@
+"""CPU and NVIDIA fact parsers on the cases recordings do not cover: flags a hypervisor masks, a power limit
+set below the default, CPU lists at their edges, nvidia-smi's failure modes. Each goes through the fact's
+``process()`` (the value pyinfra hands the deploy) or the profile and runtime choice built from it."""
+
+from __future__ import annotations
+
+import pytest
+
+from tierfleet.deploys.tier import runtime_variant
+from tierfleet.facts.cpu import AllowedCpus, CpuFreq, CpuIsa, CpuTopology
+from tierfleet.facts.nvidia import (
+    NO_NVIDIA_SMI,
+    NvidiaDriverInstalled,
+    NvidiaDriverLoaded,
+    NvidiaGpus,
+    NvidiaPciDevices,
+)
+from tierfleet.profile import build_profile
+
+V3 = "sse4_2 avx avx2 bmi2 fma f16c"
+BASE = "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr sse sse2 ssse3 sse4_1 popcnt aes xsave movbe"
+
+
+@pytest.mark.parametrize(
+    ("flags", "variant", "build"),
+    [
+        (f"{BASE} {V3}", "avx2", "linux-x86_64-cpu-v3"),
+        (f"{BASE} {V3} avx512f avx512bw", "avx512", "linux-x86_64-cpu-v3"),
+        # a VM whose CPU model masks one v3 feature (qemu -cpu host,-fma): the v3 build would die with SIGILL
+        (f"{BASE} {V3.replace('fma', '')}", "generic", "linux-x86_64-cpu"),
+        (f"{BASE} {V3.replace('avx2', '')}", "generic", "linux-x86_64-cpu"),
+        (f"{BASE} {V3.replace('f16c', '')} avx512f", "generic", "linux-x86_64-cpu"),
+        (f"{BASE} {V3.replace('bmi2', '')}", "generic", "linux-x86_64-cpu"),
+        (f"{BASE} avx512f", "generic", "linux-x86_64-cpu"),
+        (f"{BASE} avx2", "generic", "linux-x86_64-cpu"),
+        (f"{BASE} fma", "generic", "linux-x86_64-cpu"),
+        (BASE, "generic", "linux-x86_64-cpu"),
+    ],
+    ids=["v3", "v3+avx512", "no-fma", "no-avx2", "avx512-no-f16c", "no-bmi2", "avx512f-only", "avx2-only",
+         "fma-only", "sse-only"],
+)
+def test_the_avx2_build_needs_every_v3_flag(flags, variant, build):
+    isa = CpuIsa().process([f"flags\t\t: {flags}", "model name\t: Some CPU"])
+    assert isa["variant"] == variant
+    host = build_profile("h", {"isa": isa, "os": {"ARCH": "x86_64"}})
+    assert runtime_variant(host) == build
+
+
+def test_the_v3_flags_are_what_the_build_uses():
+    from tierfleet.artifacts.llama_build import X86_64_FEATURES
+    from tierfleet.facts.cpu import X86_64_V3
+
+    assert X86_64_V3 == set(X86_64_FEATURES)
+
+
+@pytest.mark.parametrize(
+    ("lines", "variant", "model"),
+    [
+        (["Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics"], "neon", None),
+        (["Features\t: half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt"], "neon", None),
+        (["flags\t: avx2", f"flags\t: {V3}"], "generic", None),  # the first flags line counts (grep -m 1)
+        (["model name\t: ", f"flags\t: {V3}"], "avx2", None),  # an empty model name is unknown
+        (["model name\t: First", "model name\t: Second"], "generic", "First"),
+        (["flags\tavx2 fma"], "generic", None),  # no ':'
+    ],
+)
+def test_cpuinfo_lines(lines, variant, model):
+    isa = CpuIsa().process(lines)
+    assert (isa["variant"], isa["model"]) == (variant, model)
+
+
+@pytest.mark.parametrize(
+    ("lines", "cpus"),
+    [
+        (["Cpus_allowed_list:\t0-1"], [0, 1]),
+        (["Cpus_allowed_list:\t0-3,8,10-11"], [0, 1, 2, 3, 8, 10, 11]),
+        (["Cpus_allowed_list:\t5"], [5]),
+        (["Cpus_allowed_list :\t2-3"], [2, 3]),  # white space around the key
+        (["Cpus_allowed:\tff", "Cpus_allowed_list:\t0-7"], list(range(8))),  # the mask line is not the list
+        (["Cpus_allowed_list:\t0-1", "Cpus_allowed_list:\t4-5"], [0, 1]),  # the first one counts
+        (["Cpus_allowed_list:\t"], []),
+        (["Cpus_allowed_list:\t3-1"], None),
+        (["Cpus_allowed_list:\t0-"], None),
+        (["Cpus_allowed_list:\t0,,1"], None),
+        (["Cpus_allowed_list:\tff"], None),
+        (["Cpus_allowed_list:\t0-65535"], list(range(65536))),
+        (["Cpus_allowed_list:\t0-65536"], None),
+        (["Cpus_allowed_listing:\t0-3"], None),
+        (["Cpus_allowed_list\t0-3"], None),
+        (["Cpus_allowed:\tff"], None),
+        ([], None),
+    ],
+)
+def test_allowed_cpu_list_edges(lines, cpus):
+    assert AllowedCpus().process(lines) == cpus
+
+
+TOPO = "/sys/devices/system/cpu"
+
+
+def test_topology_falls_back_to_thread_siblings_list():
+    """The Jetson Nano's 4.9 kernel has only thread_siblings_list (no core_cpus_list)."""
+    topo = CpuTopology().process([
+        f"{TOPO}/online:0-3",
+        *(f"{TOPO}/cpu{n}/topology/thread_siblings_list:{n % 2},{n % 2 + 2}" for n in range(4)),
+        f"{TOPO}/cpu0/topology/core_cpus_list:0,2",
+    ])
+    assert topo["cores"] == [[0, 2], [1, 3]] and topo["smt"]
+
+
+def test_topology_without_sibling_files_counts_each_cpu_as_a_core():
+    topo = CpuTopology().process([f"{TOPO}/online:0-2"])
+    assert topo["cores"] == [[0], [1], [2]] and not topo["smt"] and topo["packages"] == 1
+
+
+def test_topology_drops_offline_siblings_and_counts_packages():
+    topo = CpuTopology().process([
+        f"{TOPO}/online:0-1",
+        f"{TOPO}/cpu0/topology/core_cpus_list:0,2",
+        f"{TOPO}/cpu1/topology/core_cpus_list:1,3",
+        f"{TOPO}/cpu0/topology/physical_package_id:0",
+        f"{TOPO}/cpu1/topology/physical_package_id:1",
+    ])
+    assert topo["cores"] == [[0], [1]] and not topo["smt"] and topo["packages"] == 2
+
+
+def test_topology_capacity_only_when_cores_differ():
+    same = CpuTopology().process([f"{TOPO}/online:0-1", f"{TOPO}/cpu0/cpu_capacity:1024",
+                                  f"{TOPO}/cpu1/cpu_capacity:1024"])
+    mixed = CpuTopology().process([f"{TOPO}/online:0-2", f"{TOPO}/cpu0/cpu_capacity:1024",
+                                   f"{TOPO}/cpu1/cpu_capacity:446", f"{TOPO}/cpu2/cpu_capacity:[unreadable]"])
+    assert same["capacity"] == {} and mixed["capacity"] == {0: 1024, 1: 446}
+
+
+def test_a_missing_package_id_counts_as_package_zero():
+    topo = CpuTopology().process([f"{TOPO}/online:0-1", f"{TOPO}/cpu0/topology/physical_package_id:0"])
+    assert topo["packages"] == 1
+
+
+def test_no_cpuinfo_means_the_generic_build():
+    assert CpuIsa.default() == {"model": None, "flags": [], "variant": "generic"}
+
+
+def test_cpufreq_reads_the_first_policy_and_intel_pstate():
+    base = f"{TOPO}/cpufreq"
+    info = CpuFreq().process([
+        f"{base}/policy4/scaling_driver:other",
+        f"{base}/policy0/scaling_driver:intel_pstate",
+        f"{base}/policy0/scaling_available_governors:performance powersave",
+        f"{base}/policy0/energy_performance_available_preferences:default performance power",
+        f"{base}/policy4/scaling_governor:performance",
+        f"{base}/policy4/affected_cpus:4",
+        f"{TOPO}/intel_pstate/status:active",
+    ])
+    assert (info["driver"], info["governors"], info["intel_pstate"]) == (
+        "intel_pstate", ["performance", "powersave"], "active")
+    assert info["epp_available"] == ["default", "performance", "power"]
+    assert info["policies"][4] == {"governor": "performance", "epp": "", "cpus": "4"}
+    assert info["policies"][0]["governor"] == ""
+
+
+# --- NVIDIA ------------------------------------------------------------------------------------------------
+
+def test_power_limit_and_default_limit_are_read_apart():
+    """An operator lowered the limit to 250 W on a card whose default is 300 W (min 100, max 350)."""
+    [gpu] = NvidiaGpus().process(
+        ["0, NVIDIA A100-PCIE-40GB, 40960, 8.0, 570.172.08, Enabled, 250.00, 300.00, 100.00, 350.00, 1410, Enabled"]
+    )["gpus"]
+    assert (gpu["power_limit_w"], gpu["power_default_limit_w"], gpu["power_min_limit_w"],
+            gpu["power_max_limit_w"]) == (250.0, 300.0, 100.0, 350.0)
+    assert (gpu["max_sm_clock_mhz"], gpu["persistence_mode"], gpu["mig_mode"], gpu["compute_cap"]) == (
+        1410, True, "Enabled", "8.0")
+
+
+def test_minimal_query_line_moves_the_driver_version():
+    [gpu] = NvidiaGpus().process(["0, Tesla K80, 11441, 470.256.02"])["gpus"]
+    assert (gpu["driver_version"], gpu["compute_cap"], gpu["memory_total_mib"], gpu["power_limit_w"]) == (
+        "470.256.02", None, 11441, None)
+
+
+@pytest.mark.parametrize(
+    ("lines", "gpus", "error", "library"),
+    [
+        ([f"##{NO_NVIDIA_SMI}##"], 0, NO_NVIDIA_SMI, None),
+        (["", f"##{NO_NVIDIA_SMI}##", "  "], 0, NO_NVIDIA_SMI, None),
+        (["NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."], 0,
+         "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.", None),
+        (["Failed to initialize NVML: Driver/library version mismatch", "NVML library version: 570.172"], 0,
+         "Failed to initialize NVML: Driver/library version mismatch", "570.172"),
+        (["0, Tesla T4, 15360, 7.5, 570.172.08, Disabled, 70.00, 70.00, 60.00, 70.00, 1590, [N/A]",
+          "WARNING: infoROM is corrupted at gpu 0000:3B:00.0"], 1,
+         "unparsed nvidia-smi output: WARNING: infoROM is corrupted at gpu 0000:3B:00.0", None),
+        (["0, Tesla T4, 15360, 7.5, 570.172.08, Disabled, 70.00, 70.00, 60.00, 70.00, 1590, [N/A]", ""], 1, None,
+         None),
+    ],
+    ids=["no-smi", "no-smi-blank-lines", "no-driver", "mismatch", "warning-after-gpu", "blank-line"],
+)
+def test_nvidia_smi_outcomes(lines, gpus, error, library):
+    value = NvidiaGpus().process(lines)
+    assert (len(value["gpus"]), value["error"], value["library_version"]) == (gpus, error, library)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [("persistence_mode", "Disabled", False), ("persistence_mode", "[N/A]", None),
+     ("memory_total_mib", "[N/A]", None), ("memory_total_mib", "[Insufficient Permissions]", None),
+     ("power_limit_w", "[Not Supported]", None), ("mig_mode", "N/A", None)],
+)
+def test_not_available_fields_are_unknown(field, value, expected):
+    fields = ["0", "Tesla T4", "15360", "7.5", "570.172.08", "Enabled", "70.00", "70.00", "60.00", "70.00",
+              "1590", "Disabled"]
+    index = {"persistence_mode": 5, "memory_total_mib": 2, "power_limit_w": 6, "mig_mode": 11}[field]
+    fields[index] = value
+    [gpu] = NvidiaGpus().process([", ".join(fields)])["gpus"]
+    assert gpu[field] == expected
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (["01:00.0 VGA compatible controller: NVIDIA Corporation AD102 [GeForce RTX 4090] (rev a1)"],
+         [("01:00.0", "VGA compatible controller")]),
+        (["pci=0000:01:00.0 vendor=0x10de class=0x030000 device=0x2684",
+          "pci=0000:02:00.0 vendor=0x10de class=0x038000 device=0x20b0",
+          "pci=0000:03:00.0 vendor=0x10de class=0x040300 device=0x22ba",
+          "pci=0000:04:00.0 vendor=0x1002 class=0x030000 device=0x744c"],
+         [("0000:01:00.0", "VGA compatible controller"), ("0000:02:00.0", "Display controller")]),
+        (["00:02.0 VGA compatible controller: Intel Corporation Device 46a6",
+          "pci=0000:17:00.0 vendor=0x10de class=0x030200 device=0x2335"], [("0000:17:00.0", "3D controller")]),
+    ],
+    ids=["lspci-vga", "sysfs-classes-and-vendors", "lspci-without-nvidia-falls-back"],
+)
+def test_pci_devices(lines, expected):
+    assert [(g["slot"], g["kind"]) for g in NvidiaPciDevices().process(lines)] == expected
+
+
+@pytest.mark.parametrize(
+    ("fact", "lines", "expected"),
+    [
+        (NvidiaDriverInstalled, ["570.172.08"], "570.172.08"),
+        (NvidiaDriverInstalled, ["570.172"], "570.172"),
+        (NvidiaDriverInstalled, ["570"], None),
+        (NvidiaDriverInstalled, ["modinfo: ERROR: Module nvidia not found."], None),
+        (NvidiaDriverLoaded, ["NVRM version: NVIDIA UNIX x86_64 Kernel Module  570.172.08  Tue Jul  8 2025"],
+         "570.172.08"),
+        (NvidiaDriverLoaded, ["NVRM version: NVIDIA UNIX x86_64 Kernel Module  570.172.08"], "570.172.08"),
+        (NvidiaDriverLoaded, ["GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)"], None),
+    ],
+)
+def test_driver_versions(fact, lines, expected):
+    assert fact().process(lines) == expected
+
+
+def test_allowed_cpus_read_on_this_machine_match_the_kernel():
+    """The command, run for real, reports the CPUs this process (and so its children) may use."""
+    import os
+    import subprocess
+
+    fact = AllowedCpus()
+    out = subprocess.run(["sh", "-c", fact.command()], capture_output=True, text=True, check=True)
+    assert fact.process(out.stdout.splitlines()) == sorted(os.sched_getaffinity(0))
