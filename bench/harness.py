@@ -10,8 +10,9 @@ Rows:
    ``cpu-server`` lab hosts: first converge, then a no-op re-converge; the tools alternate which goes first in
    each repetition. Every run must succeed, and every no-op must change nothing (pyinfra's results table,
    Ansible's PLAY RECAP). In the first repetition of each N both tools' hosts are dumped (packages, files under
-   ``/etc/systemd/system`` and ``/etc/tierfleet-ops``, release trees with sha256, ``current``/``previous``
-   targets, the ops venv, the service user, unit states, llama-server's ``/health``) and compared.
+   ``/etc/systemd/system`` and ``/etc/tierfleet-ops``, the tmpfiles entry and ``/run/tierfleet-ops``, release
+   trees with sha256, ``current``/``previous`` targets, the ops venv, the service user and the control group,
+   unit states, llama-server's ``/health``) and compared.
 2. CPU per host of each no-op converge: on the managed host, the growth of ``cpu.stat`` ``usage_usec`` of the
    host's payload cgroup (``<lab id>/<host>/payload``: everything inside the host) less that of its
    ``llama-server.service`` and ``tierfleet-ops.service`` (the services the converge leaves running; their own
@@ -339,8 +340,11 @@ RELEASE_ROOTS = ("/opt/tierfleet/runtime", "/var/lib/tierfleet/models", "/opt/ti
 DUMP = r"""
 echo '## packages'; dpkg-query -W -f '${Package} ${Version} ${db:Status-Abbrev}\n' | sort
 echo '## files'
-find /etc/systemd/system /etc/tierfleet-ops -printf '%p %y %m %u:%g %l\n' 2>/dev/null | sort
-find /etc/systemd/system /etc/tierfleet-ops -type f -exec sha256sum {} + 2>/dev/null | sort -k2
+find /etc/systemd/system /etc/tierfleet-ops /etc/tmpfiles.d/tierfleet-ops.conf -printf '%p %y %m %u:%g %l\n' \
+  2>/dev/null | sort
+find /etc/systemd/system /etc/tierfleet-ops /etc/tmpfiles.d/tierfleet-ops.conf -type f -exec sha256sum {} + \
+  2>/dev/null | sort -k2
+find /run/tierfleet-ops -maxdepth 0 -printf '%p %y %m %u:%g\n' 2>&1
 echo '## releases'
 for r in ROOTS; do
   find "$r" -printf '%p %y %m %u:%g %s %l\n' 2>/dev/null | awk '$2 == "d" {$5 = "-"} {print}' | sort
@@ -349,6 +353,7 @@ for r in ROOTS; do
 done
 echo '## ops'; echo "venv -> $(readlink /opt/tierfleet-ops/venv)"; /opt/tierfleet-ops/venv/bin/tierfleet-ops --version 2>&1
 echo '## user'; getent passwd tierfleet | cut -d: -f1,6,7; id -Gn tierfleet; ls -d /nonexistent 2>&1
+getent group tierfleet-ops | cut -d: -f1,4
 echo '## units'
 for u in llama-server.service tierfleet-ops.service; do echo "$u $(systemctl is-enabled $u) $(systemctl is-active $u)"; done
 echo '## serving'; curl -s -o /dev/null -w '/health %{http_code}\n' --max-time 5 http://127.0.0.1:8080/health
