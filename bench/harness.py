@@ -538,7 +538,13 @@ def table(result: dict) -> str:
     s, m = result["summary"], result["machine"]
     lines = [f"machine: {m['cpu']}, {m['cpus']} CPUs, {m['memory_gib']} GiB, load {m['load_before'][0]:.1f} "
              f"before / {m['load_after'][0]:.1f} after; pyinfra {result['versions']['pyinfra']}, "
-             f"ansible-core {result['versions']['ansible-core']}; {result['config']['reps']} rep(s)", ""]
+             f"ansible-core {result['versions']['ansible-core']}; {result['config']['reps']} rep(s)"]
+    for src in result.get("sources", []):
+        c = src["config"]
+        lines.append(f"  run of sizes {','.join(map(str, c['sizes'])) or 'none'}, scale "
+                     f"{','.join(map(str, c['scale_sizes']))}, {c['reps']} rep(s): load {src['load_before'][0]:.1f} "
+                     f"before / {src['load_after'][0]:.1f} after")
+    lines.append("")
     if s["compare"]:
         lines += ["1. tier_basic, tierfleet vs Ansible, same fresh cpu-server lab hosts; wall s, median [min-max]",
                   f"{'N':>3} {'run':6} {'tierfleet':>22} {'Ansible':>24} {'ratio':>7} {'goal':>7}"]
@@ -707,34 +713,94 @@ def run_bench(*, sizes: list[int], scale_sizes: list[int], reps: int, out: Path,
     if older:
         result["older"] = older_rows(log, quick_older)
     result["machine"]["load_after"] = os.getloadavg()
-    (out / "bench.json").write_text(json.dumps(result, indent=1))
-    chart(result, out / "bench.png")
-    text = table(result)
-    (out / "bench.txt").write_text(text)
+    write(result, out)
     return result
 
 
+def combine(results: list[dict]) -> dict:
+    """One result from several runs' ``bench.json`` (say the comparison on 3 hosts one day and the scale rows
+    on 10 and 20 another): their runs summarised together, each source's machine and load kept.
+
+    >>> a = {"machine": {"cpu": "x", "cpus": 2, "memory_gib": 24, "load_before": [1, 1, 1], "load_after": [2, 2, 2]},
+    ...      "versions": {"pyinfra": "3"}, "config": {"reps": 2}, "runs": [], "state_check": {"3": {"same": True}}}
+    >>> b = dict(a, config={"reps": 1}, state_check={}, machine=dict(a["machine"], load_after=[5, 5, 5]))
+    >>> c = combine([a, b])
+    >>> c["machine"]["load_before"], c["machine"]["load_after"], c["config"]["reps"], c["state_check"]
+    ([1, 1, 1], [5, 5, 5], '1-2', {'3': {'same': True}})
+    """
+    if not results:
+        raise BenchError("nothing to combine")
+    for r in results:
+        if not {"machine", "runs", "config", "versions"} <= set(r):
+            raise BenchError(f"not a bench.json: missing {sorted({'machine', 'runs', 'config', 'versions'} - set(r))}")
+    runs = [Run(**r) for res in results for r in res["runs"]]
+    reps = sorted({int(v) for res in results for v in str(res["config"]["reps"]).split("-")})
+    out = {
+        "machine": dict(results[0]["machine"], load_after=results[-1]["machine"]["load_after"]),
+        "versions": results[0]["versions"],
+        "config": dict(results[0]["config"], reps=str(reps[0]) if len(reps) == 1 else f"{reps[0]}-{reps[-1]}"),
+        "sources": [{"config": res["config"], "load_before": res["machine"]["load_before"],
+                     "load_after": res["machine"]["load_after"]} for res in results],
+        "runs": [asdict(r) for r in runs],
+        "state_check": {k: v for res in results for k, v in res.get("state_check", {}).items()},
+        "summary": summarise(runs),
+    }
+    older = {k: v for res in results for k, v in res.get("older", {}).items()}
+    if older:
+        out["older"] = older
+    return out
+
+
+def write(result: dict, out: Path) -> None:
+    """``bench.json``, ``bench.png`` and ``bench.txt`` under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(result, indent=1))
+    chart(result, out / "bench.png")
+    (out / "bench.txt").write_text(table(result))
+
+
 def _sizes(text: str) -> list[int]:
+    if text == "none":
+        return []
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected host counts such as 3,10") from None
     if not values or any(v < 1 or v > 40 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: host counts are 1 to 40")
+        raise argparse.ArgumentTypeError(f"{text!r}: host counts are 1 to 40 (or none)")
     return values
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/harness.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=_sizes, default=[3, 10], help="host counts of rows 1-2 (default 3,10)")
+    parser.add_argument("--sizes", type=_sizes, default=[3, 10],
+                        help="host counts of rows 1-2 (default 3,10; none: tierfleet's scale rows only)")
     parser.add_argument("--scale", type=_sizes, default=[3, 10, 20], help="host counts of row 3 (default 3,10,20)")
     parser.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--no-older", action="store_true", help="skip row 4 (ops daemon, artifacts)")
     parser.add_argument("--quick-older", action="store_true", help="row 4 on small inputs")
+    parser.add_argument("--combine", type=Path, nargs="+", metavar="BENCH_JSON",
+                        help="run nothing: summarise these runs' bench.json together into --out")
     args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error("--reps: at least 1")
+    if args.combine:
+        try:
+            loaded = []
+            for path in args.combine:
+                try:
+                    loaded.append(json.loads(path.read_text()))
+                except (OSError, ValueError) as exc:
+                    raise BenchError(f"{path}: {exc}") from None
+            result = combine(loaded)
+            write(result, args.out)
+        except (BenchError, KeyError, TypeError) as exc:
+            print(f"bench: --combine: {exc}", file=sys.stderr)
+            return 1
+        print(table(result), end="")
+        print(f"written: {args.out / 'bench.json'}, {args.out / 'bench.png'}")
+        return 0
     try:
         result = run_bench(sizes=args.sizes, scale_sizes=args.scale, reps=args.reps, out=args.out,
                            older=not args.no_older, quick_older=args.quick_older,
