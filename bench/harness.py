@@ -462,11 +462,12 @@ def summarise(runs: list[Run]) -> dict:
                 compare_rows.append({"n": n, "kind": kind, "tierfleet": ts, "ansible": as_, "ratio": ratio,
                                      "goal": goal, "met": ratio <= goal})
         t, a = by.get(("tierfleet", n, "noop")), by.get(("ansible", n, "noop"))
-        if t and a:
+        if t:
             row = {"n": n}
             for tool, rs in (("tierfleet", t), ("ansible", a)):
-                row[tool] = {"host_cpu_s": stats([x for r in rs for x in r.host_cpu_s]),
-                             "controller_cpu_s": stats([r.controller_cpu_s for r in rs])}
+                if rs:
+                    row[tool] = {"host_cpu_s": stats([x for r in rs for x in r.host_cpu_s]),
+                                 "controller_cpu_s": stats([r.controller_cpu_s for r in rs])}
             row["met"] = {"host_cpu_s": row["tierfleet"]["host_cpu_s"]["median"] <= GOALS["host_cpu_s"],
                           "controller_cpu_s": row["tierfleet"]["controller_cpu_s"]["median"]
                           <= GOALS["controller_cpu_s"]}
@@ -561,11 +562,14 @@ def table(result: dict) -> str:
                   f"{'N':>3} {'tool':10} {'managed host':>22} {'controller':>22}"]
         for r in s["cpu"]:
             for tool in TOOLS:
-                lines.append(f"{r['n']:>3} {tool:10} {_mm(r[tool]['host_cpu_s']):>22} "
-                             f"{_mm(r[tool]['controller_cpu_s']):>22}")
-            th, ah = r["tierfleet"]["host_cpu_s"]["median"], r["ansible"]["host_cpu_s"]["median"]
-            tc, ac = r["tierfleet"]["controller_cpu_s"]["median"], r["ansible"]["controller_cpu_s"]["median"]
-            lines.append(f"{'':>3} {'ratio':10} {th / ah:>21.3f}x {tc / ac:>21.3f}x   goals <= "
+                if tool in r:
+                    lines.append(f"{r['n']:>3} {tool:10} {_mm(r[tool]['host_cpu_s']):>22} "
+                                 f"{_mm(r[tool]['controller_cpu_s']):>22}")
+            th, tc = r["tierfleet"]["host_cpu_s"]["median"], r["tierfleet"]["controller_cpu_s"]["median"]
+            ah = r["ansible"]["host_cpu_s"]["median"] if "ansible" in r else 0.0
+            ac = r["ansible"]["controller_cpu_s"]["median"] if "ansible" in r else 0.0
+            hr, cr = (f"{th / ah:.3f}x", f"{tc / ac:.3f}x") if "ansible" in r else ("-", "-")
+            lines.append(f"{'':>3} {'ratio':10} {hr:>22} {cr:>22}   goals <= "
                          f"{GOALS['host_cpu_s']} s ({'met' if r['met']['host_cpu_s'] else 'MISSED'}), <= "
                          f"{GOALS['controller_cpu_s']} s ({'met' if r['met']['controller_cpu_s'] else 'MISSED'})")
         lines.append("")
@@ -617,7 +621,8 @@ def chart(result: dict, path: Path) -> Path:
     for r in s["cpu"]:
         for key, name in (("host_cpu_s", "managed host"), ("controller_cpu_s", "controller")):
             labels.append(f"{name}\nN={r['n']}")
-            groups.append((r["tierfleet"][key]["median"], r["ansible"][key]["median"]))
+            groups.append((r["tierfleet"][key]["median"],
+                           r["ansible"][key]["median"] if "ansible" in r else float("nan")))
     xs = range(len(labels))
     ax.bar([x - 0.2 for x in xs], [g[0] for g in groups], 0.4, color="tab:blue", label="tierfleet")
     ax.bar([x + 0.2 for x in xs], [g[1] for g in groups], 0.4, color="tab:red", label="Ansible")

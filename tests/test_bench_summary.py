@@ -86,6 +86,10 @@ def test_runs_of_two_invocations_combine_into_one_scale_row(tmp_path):
 
     combined = json.loads((out / "bench.json").read_text())
     assert [r["n"] for r in combined["summary"]["scale"]] == [3, 10]
+    # tierfleet's CPU per host on 10 hosts, with no Ansible run to compare there
+    cpu = combined["summary"]["cpu"]
+    assert [r["n"] for r in cpu] == [3, 10] and "ansible" not in cpu[1]
+    assert cpu[1]["tierfleet"]["controller_cpu_s"]["median"] == 0.5 and cpu[1]["met"]["controller_cpu_s"] is False
     slopes = combined["summary"]["slopes"]
     assert (slopes["from"], slopes["to"]) == (3, 10)
     assert slopes["noop"] == pytest.approx((41.0 - 25.0) / 7)
