@@ -87,3 +87,12 @@ def test_a_bad_policy_is_refused_before_any_host(tmp_path):
     raw["platforms"]["gpu"]["profiles"]["eco"]["nvml"]["power_limt_w"] = 5  # a typo only GPU hosts see
     with pytest.raises(ConfigError, match=r"p.yaml \(for gpu\): profiles.eco.nvml"):
         check_fleet_policy(raw, "p.yaml")
+
+
+def test_a_policy_that_finds_the_runtime_by_container_label_gets_no_unit():
+    raw, _ = read_fleet_policy(EXAMPLE)
+    raw = {**raw, "runtime": {"container_label": "tierfleet.runtime=llama-server"}}
+    doc = yaml.safe_load(host_policy(raw, "cpu", source="p: host cpu")[0])
+    assert doc["runtime"]["container_label"] == "tierfleet.runtime=llama-server" and "unit" not in doc["runtime"]
+    doc = yaml.safe_load(host_policy({**raw, "runtime": {}}, "cpu", source="p: host cpu")[0])
+    assert doc["runtime"]["unit"] == "llama-server.service"

@@ -66,3 +66,56 @@ def test_the_report_renders(tmp_path):
     assert page.startswith("<!doctype html>") and "data:image/png;base64," in page
     assert "gpu-node-h200" in page and "no answer within 20s" in page and "<script" not in page
     (tmp_path / "report.png").write_bytes(png)
+
+
+def test_the_report_reads_what_the_daemon_writes(tmp_path):
+    """Round trip: the ops daemon (in-process, on a recorded cpufreq tree, the replayed H200 and a real HTTP queue
+    signal) ticks through idle, loaded and idle again; its energy.jsonl is what parse_records and summarise see."""
+    from tierfleet_ops.backends.base import HostContext
+    from tierfleet_ops.daemon import Daemon, DaemonConfig
+    from tierfleet_ops.testing.fakenvml import FakeNvml
+
+    from tests.ops import machines
+    from tests.ops.llama_standin import LlamaStandin
+    from tests.ops.machines import KernelSysfs
+    from tests.ops.test_daemon import POLICY, Clock
+
+    clock = Clock()
+    with LlamaStandin() as llama:
+        root = machines.acpi_cpufreq(tmp_path / "sys", 2)
+        pol = tmp_path / "policy.yaml"
+        pol.write_text(POLICY.format(metrics=llama.url("/metrics"), slots=llama.url("/slots"))
+                       + "records: {interval_s: 5}\n")
+        fake = FakeNvml(TRACE, clock=clock)
+        ctx = HostContext(sysfs=KernelSysfs(root), nvml_loader=lambda: fake, state_dir=str(tmp_path / "state"))
+        d = Daemon(DaemonConfig(policy_path=str(pol), state_path=str(tmp_path / "state/state.json"),
+                                socket_path=None, metrics_port=None, ctx=ctx))
+        d.recorder.clock = lambda: 1_800_000_000.0 + clock.t  # the records' wall clock runs with the ticks
+        d.start()
+        switched = {}
+        try:
+            for t in range(0, 121):
+                llama.processing = 4 if 30 <= t < 70 else 0
+                clock.t = float(t)
+                before = d.selector.current
+                d.tick(float(t))
+                if d.selector.current != before:
+                    switched[t] = d.selector.current
+        finally:
+            d.stop()
+    path = tmp_path / "state" / "energy.jsonl"
+    series = parse_records("cpu-h200", path.read_text().splitlines())
+    assert [(s.from_profile, s.to_profile) for s in series.switches] == [(None, "eco"), ("eco", "performance"),
+                                                                         ("performance", "eco")]
+    assert [s.t - 1_800_000_000.0 for s in series.switches[1:]] == list(switched)
+    # a sample opens each profile's time at the switch, and one more closes the run at stop
+    assert series.samples[0].t == 1_800_000_000.0 and series.samples[-1].t == 1_800_000_120.0
+    totals = summarise(series)
+    (t_up, _), (t_down, _) = switched.items()
+    assert totals["performance"].seconds == t_down - t_up
+    assert totals["eco"].seconds == 120 - (t_down - t_up)
+    # energy: the deltas of the counters the daemon recorded (NVML total energy and RAPL), never less than zero
+    first, last = (json.loads(x) for x in (path.read_text().splitlines()[1], path.read_text().splitlines()[-1]))
+    counted = sum(last["energy_j"].values()) - sum(first["energy_j"].values())
+    assert sum(t.energy_j for t in totals.values()) == pytest.approx(counted) and counted > 0
+    assert totals["performance"].mean_power_w > 0 and all(s.load_pct is not None for s in series.samples[1:-1])

@@ -70,7 +70,10 @@ class ModelArtifact(pydantic.BaseModel):
     quant: QuantName = pydantic.Field(description="GGUF quantisation, e.g. Q8_0, F16, Q6_K")
     file: ArtifactName = pydantic.Field(description="file name in the artifact store")
     size_gb: float = pydantic.Field(ge=1e-9, le=MAX_GB, description="size of the file in decimal GB (one byte or more)")
-    sha256: str | None = pydantic.Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    sha256: str | None = pydantic.Field(
+        default=None, pattern=r"^[0-9a-f]{64}$",
+        description="the file's sha256 (64 lowercase hex digits), for the record: hosts verify the file against "
+        "the store's signed manifest, not against this")
 
     @property
     def size_bytes(self) -> int:

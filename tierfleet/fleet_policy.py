@@ -100,7 +100,7 @@ def _host_parts(doc: dict[str, Any], runtime_port: int, unit: str, reserve: int)
     if isinstance(runtime, dict):
         runtime.setdefault("metrics_url", f"http://127.0.0.1:{int(runtime_port)}/metrics")
         runtime.setdefault("slots_url", f"http://127.0.0.1:{int(runtime_port)}/slots")
-        if not any(k in runtime for k in ("unit", "pidfile", "container", "name")):
+        if not any(k in runtime for k in ("unit", "pidfile", "container", "container_label", "name")):
             runtime["unit"] = unit
     pinning = doc.setdefault("pinning", {})
     if isinstance(pinning, dict):

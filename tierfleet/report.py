@@ -1,9 +1,22 @@
 """The fleet's energy report: power, energy and profile changes over time, per host and per profile.
 
-The ops daemon on every host appends a record to ``/var/lib/tierfleet-ops/energy.jsonl`` every few seconds (its
-profile, its power readings in watts, its energy counters in joules, its load) and one for every profile
-switch. :func:`gather_records` reads the tail of that file from every host at once (:mod:`tierfleet.ssh_group`),
-:func:`parse_records` turns the lines into :class:`Sample` and :class:`Switch` lists (pure; garbled lines are
+The ops daemon on every host (:mod:`tierfleet_ops.records`) appends one JSON line to
+``/var/lib/tierfleet-ops/energy.jsonl`` every ``records.interval_s`` of its policy (10 s unless set), taken on its
+tick from the readings it already has, and one for every profile switch::
+
+    {"t": 1800000000.1, "profile": "eco", "power_w": {"gpu": 151.2, "cpu_package": 38.5},
+     "energy_j": {"gpu": 912345.6, "cpu_package": 12345.6}, "load_pct": 12.5}
+    {"t": 1800000012.4, "event": "switch", "from": "eco", "to": "performance", "reason": "mean load 82% over 5 s"}
+
+``t`` is epoch seconds; ``power_w`` / ``energy_j`` map a source (``gpu``: NVML, ``cpu_package``: RAPL, ``board``:
+the Jetson's INA rails) to watts and joules, the labels of the daemon's ``/metrics`` (a bare number is read as
+well); ``load_pct`` is null while the daemon has no load signal; ``from`` is null for the profile it started in.
+A sample follows every switch, and one is written when the daemon stops, so the time around a switch goes to the
+right profile. Past ``records.max_kib`` the daemon renames the file to ``energy.jsonl.1`` (one old file kept).
+
+:func:`gather_records` reads the tail of both files from every host at once (:mod:`tierfleet.ssh_group`; the
+state directory is root's, 0700: hosts reached as another user need ``_sudo``), :func:`parse_records` turns the
+lines into :class:`Sample` and :class:`Switch` lists (pure; garbled lines, such as one torn by a crash, are
 skipped), :func:`summarise` computes per host and per profile the time spent, the mean power and the energy, and
 :func:`render_png` / :func:`render_html` draw it: one self-contained HTML file (the figure embedded as a PNG)
 or the PNG alone.
@@ -22,7 +35,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-#: where the ops daemon keeps its records on a host
+#: where the ops daemon keeps its records on a host (and the rotated older ones in ``RECORDS + ".1"``)
 RECORDS = "/var/lib/tierfleet-ops/energy.jsonl"
 #: a gap between samples longer than this (s) is a hole (the daemon was down): nothing is integrated over it
 MAX_GAP_S = 300.0
@@ -205,7 +218,8 @@ def render_html(series: list[HostSeries], title: str = "tierfleet energy report"
 
 
 def gather_records(state: Any, lines: int = 20000, timeout: float = 20.0) -> list[HostSeries]:
-    """The last ``lines`` records of every host of a loaded inventory, in inventory order."""
+    """The last ``lines`` records of each of a host's two record files (the rotated one first), for every host
+    of a loaded inventory, in inventory order."""
     from tierfleet.ssh_group import run_group
     from tierfleet.status import ssh_job
 

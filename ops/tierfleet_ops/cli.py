@@ -143,6 +143,11 @@ def make_cli() -> click.Group:
         for pid, n in pin["thread_mismatch"].items():
             click.echo(f"warning:  pid {pid} runs {n} threads; inference cpus are "
                        f"{st['placement']['inference']}")
+        rec = st.get("records") or {}
+        if rec.get("path"):
+            click.echo(f"records:  {rec['path']}: {rec['written']} written, {rec['dropped']} dropped")
+        if rec.get("error"):
+            click.echo(f"warning:  energy records are dropped: {rec['error']}")
         for m in st["other_power_managers"]:
             click.echo(f"warning:  another power manager is running: {m}")
 
@@ -246,6 +251,66 @@ def make_cli() -> click.Group:
             raise click.UsageError("--llama-server and --model go together")
         run_bench(seconds, tick, click.echo, llama_server=llama_server, model=model, runtime_url=runtime_url,
                   fake_nvml=str(FAKE_NVML) if fake_nvml else None, sysfs_root=sysfs_root)
+
+    @cli.group()
+    def container() -> None:
+        """The runtime as a container on this host's Docker engine (runtime_mode: container)."""
+
+    docker_host = click.option("--docker-host", default=None, metavar="URL",
+                               help="the engine's API (default: DOCKER_HOST or the local socket)")
+
+    def spec_options(f: Any) -> Any:
+        for opt in reversed([
+            click.option("--image", required=True, help="image tag, e.g. tierfleet/llama-server:<release id>"),
+            click.option("--model-root", required=True, help="the model's release root (current under it)"),
+            click.option("--model-file", required=True, help="the GGUF file inside the model release"),
+            click.option("--port", type=click.IntRange(1024, 65535), required=True),
+            click.option("--threads", type=click.IntRange(1, 1024), required=True),
+            click.option("--name", default="llama-server", show_default=True,
+                         help="label tierfleet.runtime=NAME; the daemon's container_label"),
+            click.option("--arg", "args", multiple=True, help="another llama-server argument (repeatable)"),
+            click.option("--gate-timeout", type=click.FloatRange(1, 3600), default=120.0, show_default=True),
+            docker_host]):
+            f = opt(f)
+        return f
+
+    def _runtime(image: str, model_root: str, model_file: str, port: int, threads: int, name: str,
+                 args: tuple[str, ...], gate_timeout: float, docker_host: str | None) -> Any:
+        from .containers import RuntimeContainer, RuntimeSpec, check_label, check_model_file, client
+
+        check_label(f"tierfleet.runtime={name}")
+        check_model_file(model_file)
+        return RuntimeContainer(client(docker_host), RuntimeSpec(image=image, model_root=model_root,
+                                                                 model_file=model_file, port=port,
+                                                                 threads=threads, args=list(args), name=name),
+                                gate_timeout=gate_timeout)
+
+    @container.command("image")
+    @click.argument("release_dir", type=click.Path(exists=True, file_okay=False))
+    @docker_host
+    def container_image(release_dir: str, docker_host: str | None) -> None:
+        """Import a runtime release as tierfleet/llama-server:<release id> (nothing when it is there)."""
+        from pathlib import Path
+
+        from .containers import build_image, check_release_id, client
+
+        tag = check_release_id(Path(release_dir).resolve().name)  # before the engine is asked anything
+        image_id = build_image(client(docker_host), Path(release_dir))
+        click.echo(json.dumps({"image": f"tierfleet/llama-server:{tag}", "id": image_id}))
+
+    @container.command("ensure")
+    @spec_options
+    def container_ensure(**kw: Any) -> None:
+        """Run the runtime container as specified; no change when it already runs so and is healthy."""
+        r = _runtime(**kw).ensure()
+        click.echo(json.dumps({"changed": r.changed, "container": r.container, "replaced": r.replaced}))
+
+    @container.command("rollback")
+    @spec_options
+    def container_rollback(**kw: Any) -> None:
+        """Go back to the container the serving one replaced."""
+        r = _runtime(**kw).rollback()
+        click.echo(json.dumps({"changed": r.changed, "container": r.container, "replaced": r.replaced}))
 
     return cli
 

@@ -4,6 +4,10 @@ Lifecycle: load the policy (a bad first policy is fatal; a bad reload keeps the 
 choose backends from what the host has, apply the default profile (recording originals), then
 tick. On stop (SIGTERM/SIGINT) the recorded originals are put back when ``on_stop: restore``,
 threads get their original masks and slice CPU limits are undone.
+
+Energy records (:mod:`tierfleet_ops.records`): every profile change appends a switch record with
+its reason, and every ``records.interval_s`` (and right after a switch) the tick appends a sample
+of the readings it has just taken, to ``energy.jsonl`` next to the state file.
 """
 
 from __future__ import annotations
@@ -21,14 +25,17 @@ import psutil
 
 from .apply import Applier
 from .backends.base import Backend, HostContext, not_applied, probe_backends
+from .containers import ContainerCpus
 from .errors import ConfigError, ControlError, FatalError, OpsError
 from .knobs import Knob, Outcome, Skipped
 from .notify import notify, watchdog_interval_s
 from .pinning import Pinner, PinReport, RuntimeMatch, SliceCpus
 from .policy import Policy, load_policy
+from .records import RECORDS_NAME, EnergyRecorder
 from .selector import Selector
 from .signals import Signals, combine
 from .state import StateStore
+from .sysfs import format_cpulist
 from .topology import Placement, choose_cores, read_topology
 
 log = logging.getLogger(__name__)
@@ -93,6 +100,8 @@ class DaemonConfig:
     allowed_cpus: set[int] | None = None
     #: observe only: log what would be set and pinned, change nothing, restore nothing
     dry_run: bool = False
+    #: the Docker engine of ``runtime.container_label`` (None: ``DOCKER_HOST`` or the default socket)
+    docker_host: str | None = None
 
 
 class Daemon:
@@ -114,6 +123,7 @@ class Daemon:
         self.selector = Selector(self.policy.switching, self.policy.default_profile, self.policy.windows)
         self.signals = Signals(self.policy.runtime)
         self.pinner = Pinner(self._match(), self.state)
+        self.containers: ContainerCpus | None = None
         self.slices = SliceCpus(cfg.ctx.runner, cfg.cgroup_root)
         self.placement: Placement | None = None
         self.online_seen: str | None = None
@@ -133,6 +143,13 @@ class Daemon:
         self._next_pm_check = float("-inf")  # looked at in start(); then every POWER_MANAGER_CHECK_S
         self._next_watchdog = 0.0
         self._last_now: float | None = None
+        #: energy records next to the state file (the state directory: the one place the unit lets it write)
+        self.recorder = EnergyRecorder(
+            os.path.join(os.path.dirname(cfg.state_path), RECORDS_NAME) if cfg.state_path and not cfg.dry_run
+            else None, max_bytes=self.policy.records["max_kib"] * 1024)
+        #: the profile the last switch record named (None before the first)
+        self._recorded_profile: str | None = None
+        self._next_record = float("-inf")
         self.server: Any = None
         self.metrics_server: Any = None
         #: why the daemon must stop (set from any thread by :meth:`fatal`)
@@ -150,7 +167,19 @@ class Daemon:
     def _match(self) -> RuntimeMatch:
         r = self.policy.runtime
         return RuntimeMatch(unit=r.get("unit"), pidfile=r.get("pidfile"), container=r.get("container"),
-                            name=r.get("name"))
+                            name=r.get("name"), container_label=r.get("container_label"))
+
+    def _containers(self) -> ContainerCpus | None:
+        """The runtime's containers on the Docker engine (``runtime.container_label``), or the recorded ones'
+        cpusets still to restore with the label gone from the policy."""
+        label = self.policy.runtime.get("container_label")
+        if not label and not any(n.startswith("docker.") for n in self.state.originals):
+            return None
+        online = self.cfg.ctx.sysfs.read("devices/system/cpu/online") or format_cpulist(os.sched_getaffinity(0))
+        if self.containers is None or (label and self.containers.label != label):
+            self.containers = ContainerCpus(label or "tierfleet.runtime=none", online.strip(),
+                                            base_url=self.cfg.docker_host)
+        return self.containers
 
     def start(self) -> None:
         """Take the control socket (fails if another daemon answers on it, before anything is
@@ -206,6 +235,9 @@ class Daemon:
             out.update(b.knobs())
         if self.policy.pinning["move_os_slices"] or any(n.startswith("systemd.") for n in self.state.originals):
             out.update(self.slices.knobs())
+        ctrs = self._containers()
+        if ctrs is not None:
+            out.update(ctrs.knobs([n for n in self.state.originals if n.startswith("docker.")]))
         return out
 
     def plan(self, profile: str) -> tuple[list[Any], list[Skipped]]:
@@ -231,6 +263,11 @@ class Daemon:
                              extra={"fields": {"profile": profile, "reason": reason}})
         elif not dry_run:
             self.last_outcomes, self.last_skipped = outcomes, skipped
+            if profile != self._recorded_profile:
+                if self.policy.records["enabled"]:
+                    self.recorder.switch(self._recorded_profile, profile, reason)
+                self._recorded_profile = profile
+                self._next_record = float("-inf")  # a sample on the next tick opens the new profile's time
             for b in self.backends:
                 b.after_apply(outcomes)
             changed = [o for o in outcomes if o.status == "changed"]
@@ -279,6 +316,15 @@ class Daemon:
     def pin_now(self) -> PinReport:
         if not (self.policy.pinning["enabled"] and self.placement and self.placement.inference):
             return self.last_pin
+        ctrs = self._containers() if self.policy.runtime.get("container_label") else None
+        if ctrs is not None:  # the container's cpuset first (the engine's view), then every thread inside it
+            for o in self.applier.apply(ctrs.changes(self.placement.inference), dry_run=self.cfg.dry_run):
+                if o.status not in ("changed", "unchanged", "would-change"):
+                    log.warning("%s: %s %s", o.name, o.status, o.note)
+            self.pinner.match.container_ids = ctrs.ids()
+            for name in ctrs.gone(list(self.state.originals)):
+                log.info("%s: the container is gone, its original cpuset with it", name)
+                self.state.forget(name)
         rep = self.pinner.pin(self.placement.inference, dry_run=self.cfg.dry_run, threads=self.placement.threads)
         self.last_pin = rep
         return rep
@@ -318,6 +364,12 @@ class Daemon:
             if now >= self._next_pin:
                 self._next_pin = now + self.policy.pinning["interval_s"]
                 self.pin_now()
+            record = None
+            if now >= self._next_record and self.policy.records["enabled"]:
+                self._next_record = now + self.policy.records["interval_s"]
+                record = (self.selector.current, dict(self.readings), self.load)
+        if record is not None:
+            self.recorder.sample(*record)  # outside the lock: a slow disk holds up no status request
         wd = watchdog_interval_s()
         if wd and now >= self._next_watchdog:
             notify("WATCHDOG=1")
@@ -361,6 +413,9 @@ class Daemon:
         self.signals.close()
         self.signals = Signals(new.runtime)
         self.pinner.match = self._match()
+        self.recorder.max_bytes = new.records["max_kib"] * 1024
+        if new.records["interval_s"] != old.records["interval_s"]:
+            self._next_record = float("-inf")
         log.info("policy reloaded", extra={"fields": {"old": old.hash, "new": new.hash}})
         self.apply_profile(self.selector.held or current, "reload")
         self.update_placement(force=True)
@@ -436,6 +491,10 @@ class Daemon:
             step("metrics", self.metrics_server.shutdown)
             step("metrics", self.metrics_server.server_close)
         with self.lock:
+            if self.ticks and self.policy.records["enabled"]:
+                # the last stretch up to now belongs to the live profile (the counters as of the last tick)
+                step("energy record", lambda: self.recorder.sample(self.selector.current, self.readings, self.load))
+            step("energy records", self.recorder.close)
             if self.policy.top["on_stop"] == "restore" and not self.cfg.dry_run:
                 outcomes = step("restore", self._restore) or []
             if not self.cfg.dry_run:
@@ -483,12 +542,14 @@ class Daemon:
                 "placement": self.placement.as_dict() if self.placement else None,
                 "pinning": {"pids": self.last_pin.pids, "threads": self.last_pin.threads,
                             "pinned_total": self.pinner.pinned_total,
+                            "containers": list(self.pinner.match.container_ids),
                             "thread_mismatch": {str(k): v for k, v in self.last_pin.thread_mismatch.items()}},
                 "switches": self.selector.switches, "reapplied_total": self.reapplied_total,
                 "other_power_managers": self.other_managers, "ticks": self.ticks,
                 "last_apply": [o.as_dict() for o in self.last_outcomes],
                 "skipped": [{"knob": s.name, "reason": s.reason} for s in self.last_skipped],
                 "originals": dict(self.state.originals),
+                "records": self.recorder.status(),
             }
 
     def hold(self, profile: str | None) -> None:

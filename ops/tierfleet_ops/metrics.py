@@ -22,6 +22,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
+from .records import ENERGY, POWER  # readings key -> source label, shared with the energy records
+
 if TYPE_CHECKING:
     from .daemon import Daemon
 
@@ -34,9 +36,6 @@ SCRAPE_DEADLINE_S = 5.0
 
 P = "tierfleet_ops_"
 
-#: readings key -> (metric suffix, label) for power (W) and energy (J)
-POWER = {"gpu_power_w": "gpu", "board_power_w": "board", "cpu_power_w": "cpu_package"}
-ENERGY = {"gpu_energy_j": "gpu", "cpu_energy_j": "cpu_package", "board_energy_j": "board"}
 
 
 class DaemonCollector:

@@ -38,9 +38,12 @@ class RuntimeMatch:
     pidfile: str | None = None
     container: str | None = None
     name: str | None = None
+    #: ids of the containers found by ``container_label`` (resolved through the engine every pass)
+    container_label: str | None = None
+    container_ids: list[str] = field(default_factory=list)
 
     def empty(self) -> bool:
-        return not (self.unit or self.pidfile or self.container or self.name)
+        return not (self.unit or self.pidfile or self.container or self.name or self.container_label)
 
 
 def parse_cgroup(text: str) -> list[str]:
@@ -57,8 +60,8 @@ def parse_cgroup(text: str) -> list[str]:
     return out
 
 
-def cgroup_matches(paths: list[str], unit: str | None, container: str | None) -> bool:
-    """True when a cgroup path names the unit (``/<unit>``) or contains the container id.
+def cgroup_matches(paths: list[str], unit: str | None, container: str | None | list[str]) -> bool:
+    """True when a cgroup path names the unit (``/<unit>``) or contains the container id (or one of them).
 
     >>> cgroup_matches(["/system.slice/llama-server.service"], "llama-server.service", None)
     True
@@ -67,11 +70,12 @@ def cgroup_matches(paths: list[str], unit: str | None, container: str | None) ->
     >>> cgroup_matches(["/system.slice/llama-server.service.d"], "llama-server.service", None)
     False
     """
+    ids = [container] if isinstance(container, str) else list(container or [])
     for p in paths:
         segs = p.split("/")
         if unit and unit in segs:
             return True
-        if container and container in p:
+        if any(c and c in p for c in ids):
             return True
     return False
 
@@ -128,12 +132,13 @@ def find_runtime(match: RuntimeMatch) -> list[int]:
             pid = None
         if pid is not None and pid > 0 and psutil.pid_exists(pid):
             pids.add(pid)
-    if match.unit or match.container or match.name:
+    ids = [c for c in [match.container, *match.container_ids] if c]
+    if match.unit or ids or match.name:
         me = os.getpid()
         for p in psutil.process_iter(["name", "cmdline"] if match.name else None):
             if p.pid == me:
                 continue
-            if (match.unit or match.container) and cgroup_matches(read_cgroup(p.pid), match.unit, match.container):
+            if (match.unit or ids) and cgroup_matches(read_cgroup(p.pid), match.unit, ids):
                 pids.add(p.pid)
                 continue
             if match.name:

@@ -107,6 +107,9 @@ RUNTIME = {s.name: s for s in (
     Setting("container", "a container id (hex)", "find the runtime by its container's cgroup",
             lambda v: _hex(v), type=str),
     Setting("name", "an executable name", "find the runtime by executable name", name, type=str),
+    Setting("container_label", "a docker label key=value",
+            "find the runtime's containers by label on the Docker engine (docker SDK); each gets cpuset_cpus",
+            lambda v: _label(v), type=str),
 )}
 
 PINNING = {s.name: s for s in (
@@ -120,6 +123,17 @@ PINNING = {s.name: s for s in (
             bool),
     Setting("interval_s", "seconds 1..3600", "how often new threads are looked for", number(1, 3600), 5.0,
             float),
+)}
+
+RECORDS = {s.name: s for s in (
+    Setting("enabled", "true or false",
+            "append energy samples and profile switches to energy.jsonl in the state directory", boolean, True,
+            bool),
+    Setting("interval_s", "seconds 1..3600",
+            "a sample every this many seconds, taken on the tick from the readings it already has",
+            number(1, 3600), 10.0, float),
+    Setting("max_kib", "integer 16..1048576", "rotate energy.jsonl to energy.jsonl.1 past this size (KiB); "
+            "one old file is kept", int_range(16, 1 << 20), 8192, int),
 )}
 
 TOP = {s.name: s for s in (
@@ -164,6 +178,12 @@ def _hex(v: Any) -> str:
     return v
 
 
+def _label(v: Any) -> str:
+    if not isinstance(v, str) or not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,62}=[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}", v):
+        raise ValueError(f"{v!r} is not a label key=value (lower-case key; letters, digits, _.+- in the value)")
+    return v
+
+
 def _one(v: Any) -> int:
     if v != 1:
         raise ValueError(f"{v!r} is not a supported version")
@@ -202,6 +222,8 @@ class Policy:
     hash: str = ""
     #: the validated, typed model the dictionaries above were taken from
     model: Any = None
+    #: the energy records (:mod:`tierfleet_ops.records`): enabled, interval_s, max_kib
+    records: dict[str, Any] = field(default_factory=lambda: {k: s.default for k, s in RECORDS.items()})
 
     @property
     def default_profile(self) -> str:
@@ -218,14 +240,25 @@ def _days(v: Any) -> tuple[str, ...]:
     return tuple(v)
 
 
+_W_ALLOWED = {"profile": "a profile name", "time": "HH:MM, 00:00..24:00", "days": "a list of " + ", ".join(DAYS),
+              "mode": "cap, force"}
+
+
 class WindowModel(Section):
     """One time window: ``{profile, from: "HH:MM", to: "HH:MM", days: [mon, ...], mode: cap|force}``."""
 
-    profile: Annotated[str, checked(name, "a profile name")]
-    start: Annotated[int, checked(hhmm, "HH:MM, 00:00..24:00")] = Field(alias="from")
-    end: Annotated[int, checked(hhmm, "HH:MM, 00:00..24:00")] = Field(alias="to")
-    days: Annotated[tuple[str, ...], checked(_days, "a list of " + ", ".join(DAYS))] = DAYS
-    mode: Annotated[str, checked(one_of(("cap", "force")), "cap, force")] = "cap"
+    profile: Annotated[str, checked(name, _W_ALLOWED["profile"])] = Field(
+        description="the profile the window caps at or forces", json_schema_extra={"allowed": _W_ALLOWED["profile"]})
+    start: Annotated[int, checked(hhmm, _W_ALLOWED["time"])] = Field(
+        alias="from", description="start of the window (local time)", json_schema_extra={"allowed": _W_ALLOWED["time"]})
+    end: Annotated[int, checked(hhmm, _W_ALLOWED["time"])] = Field(
+        alias="to", description="end of the window (local time); before 'from' wraps past midnight",
+        json_schema_extra={"allowed": _W_ALLOWED["time"]})
+    days: Annotated[tuple[str, ...], checked(_days, _W_ALLOWED["days"])] = Field(
+        DAYS, description="weekdays the window starts on", json_schema_extra={"allowed": _W_ALLOWED["days"]})
+    mode: Annotated[str, checked(one_of(("cap", "force")), _W_ALLOWED["mode"])] = Field(
+        "cap", description="cap: no higher than the profile; force: exactly the profile",
+        json_schema_extra={"allowed": _W_ALLOWED["mode"]})
 
 
 def _section(model: Any, what: str) -> tuple[Any, Any]:
@@ -248,6 +281,7 @@ def policy_model() -> type[Section]:
         switching=_section(section_model("switching", SWITCHING), "a mapping of " + ", ".join(SWITCHING)),
         runtime=_section(section_model("runtime", RUNTIME), "a mapping of " + ", ".join(RUNTIME)),
         pinning=_section(section_model("pinning", PINNING), "a mapping of " + ", ".join(PINNING)),
+        records=_section(section_model("records", RECORDS), "a mapping of " + ", ".join(RECORDS)),
         windows=(Annotated[list[WindowModel], BeforeValidator(not_null("a list of windows"))], []),
     )
 
@@ -256,14 +290,15 @@ def _allowed_keys(loc: tuple[Any, ...]) -> tuple[str, str]:
     """What kind of key lives at ``loc`` of a policy, and which are allowed (for error messages)."""
     tables = backend_tables()
     if not loc:
-        return "key", ", ".join(sorted(set(TOP) | {"profiles", "switching", "runtime", "pinning", "windows"}))
+        return "key", ", ".join(sorted(set(TOP) | {"profiles", "switching", "runtime", "pinning", "records",
+                                                   "windows"}))
     if loc[0] == "profiles" and len(loc) == 2:
         return "backend", ", ".join(sorted(tables))
     if loc[0] == "profiles" and len(loc) == 3 and loc[2] in tables:
         return "setting", ", ".join(sorted(tables[loc[2]]))
     if loc[0] == "windows":
         return "key", ", ".join(WINDOW_KEYS)
-    section = {"switching": SWITCHING, "runtime": RUNTIME, "pinning": PINNING}.get(loc[0], {})
+    section = {"switching": SWITCHING, "runtime": RUNTIME, "pinning": PINNING, "records": RECORDS}.get(loc[0], {})
     return "setting", ", ".join(sorted(section))
 
 
@@ -344,7 +379,8 @@ def _validate(raw: Any, source: str) -> Policy:
     canon = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
     digest = hashlib.sha256(canon.encode()).hexdigest()[:12]
     return Policy(source, top, profiles, sw, model.runtime.model_dump(),  # type: ignore[attr-defined]
-                  model.pinning.model_dump(), windows, digest, model)  # type: ignore[attr-defined]
+                  model.pinning.model_dump(), windows, digest, model,  # type: ignore[attr-defined]
+                  model.records.model_dump())  # type: ignore[attr-defined]
 
 
 #: the largest policy file read (a policy is a few KiB)

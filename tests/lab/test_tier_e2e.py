@@ -170,6 +170,45 @@ def test_ops_daemon_applies_profiles_and_restores_on_stop(lab, converged):
         on_host(lab, "systemctl start tierfleet-ops")
 
 
+def test_energy_report_reads_what_the_deployed_daemon_recorded(lab, converged, inventory, tmp_path):
+    """The daemon the tier deploy installed writes its energy records in its state directory (inside its unit's
+    sandbox); ``tierfleet report energy`` fetches them over SSH and finds a switch forced here in them."""
+    from tierfleet.fleet import load_fleet
+    from tierfleet.report import RECORDS, gather_records
+
+    cli = "/opt/tierfleet-ops/venv/bin/tierfleet-ops"
+    gov = "cat /sys/devices/system/cpu/cpufreq/policy0/scaling_governor"
+    on_host(lab, f"{cli} profile hold eco")
+    assert eventually(lab, gov, "powersave") == "powersave"
+    on_host(lab, f"{cli} profile hold performance")
+    assert eventually(lab, gov, "performance") == "performance"
+    # the switch record, then at once the sample that opens the profile's time
+    wait_until(lambda: '"profile":"performance"' in on_host(lab, f"tail -n 1 {RECORDS}"), timeout=20, interval=0.5)
+    on_host(lab, f"{cli} profile release")
+    assert on_host(lab, f"stat -c '%a %U' {RECORDS} $(dirname {RECORDS})") == "600 root\n700 root"
+
+    [series] = gather_records(load_fleet(str(inventory), limit=(HOST,)))
+    assert series.error is None and series.host == HOST
+    held = [s for s in series.switches if s.reason == "held"]
+    assert (held[-2].to_profile, held[-1].from_profile, held[-1].to_profile) == ("eco", "eco", "performance")
+    starts = [s for s in series.switches if s.from_profile is None and s.reason == "start"]  # each daemon start
+    assert starts
+    after = [s for s in series.samples if s.t >= held[-1].t]
+    assert after and after[0].profile == "performance"
+    # the dressed host has RAPL: every sample carries its package energy counter, and its power from two
+    # readings on (the first sample after a start has none yet)
+    assert all(s.energy_j is not None for s in series.samples), series.samples[:5]
+    assert sum(s.power_w is None for s in series.samples) <= len(starts), series.samples[:5]
+
+    tierfleet = str(Path(sys.executable).with_name("tierfleet"))
+    out = tmp_path / "energy.html"
+    run = subprocess.run([tierfleet, "report", "energy", "-i", str(inventory), "--limit", HOST, "-o", str(out)],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert run.returncode == 0 and f"{out}: 1 of 1 hosts had records" in run.stdout, run.stdout + run.stderr
+    page = out.read_text()
+    assert f"<td>{HOST}</td><td>performance</td>" in page and f"<td>{HOST}</td><td>eco</td>" in page
+
+
 def test_dry_run_shows_the_plan_and_changes_nothing(lab, converged, inventory):
     before = current(lab)
     run = run_pyinfra("--dry", str(inventory), "deploys/tier_advanced.py", "--limit", HOST,

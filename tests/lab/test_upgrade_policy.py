@@ -93,5 +93,6 @@ def test_a_jetson_mode_one_board_lacks_fails_that_host_and_its_batch_goes_back(l
     orin = report["hosts"]["jetson-orin-nano"]
     assert orin["status"] == "failed" and "mode '5W' does not exist on this board" in orin["error"]
     for host in ("cpu-server", "jetson-nano", "gpu-node-t4"):
-        assert report["hosts"][host]["status"] == "reverted", report["hosts"][host]
+        run = report["hosts"][host]
+        assert run["status"] == "reverted", (host, run.get("error"), run)
     assert {host: running_policy(lab, host) for host in HOSTS} == before  # no host left on the new policy

@@ -346,3 +346,87 @@ def test_a_bad_reload_is_shown_kept_out_and_retried(env, bad, message):
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(timeout=30) == 0
     assert live(root, "energy_performance_preference") == "balance_performance"
+
+
+# --- energy records ---------------------------------------------------------------------------
+
+def _records(path):
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def _remount(mnt, opts):
+    """``mount -o remount,OPTS``; a file the daemon holds open for writing makes ``ro`` busy for a moment."""
+    for _ in range(100):
+        if subprocess.run(["mount", "-o", f"remount,{opts}", str(mnt)], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"remount,{opts} of {mnt} kept failing")
+
+
+@needs_two_cpus
+def test_records_survive_a_full_and_a_read_only_disk(env):
+    """The daemon as deployed writes its records next to its state file; here that directory is a real 64 KiB
+    tmpfs that is filled up and then made read-only under the running daemon."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    tmp, sock, pol = env["tmp"], env["sock"], env["pol"]
+    state = tmp / "statefs"
+    state.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(state)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        pol.write_text(pol.read_text() + "records:\n  interval_s: 1\n")
+        daemon = env["start"]("--state", str(state / "state.json"))
+        assert env["notify"].recv(4096).startswith(b"READY=1")
+        path = state / "energy.jsonl"
+        wait_for(lambda: len([r for r in _records(path) if "profile" in r]) >= 2, "two samples")
+        cli("profile", "hold", "performance", "--socket", sock)
+        wait_for(lambda: any(r.get("to") == "performance" for r in _records(path)), "the switch record")
+        recs = _records(path)
+        assert recs[0] == {"t": recs[0]["t"], "event": "switch", "from": None, "to": "eco", "reason": "start"}
+        assert {"t": recs[0]["t"], "event": "switch", "from": "eco", "to": "performance", "reason": "held"} \
+            in [r | {"t": recs[0]["t"]} for r in recs]
+        sample = next(r for r in recs if "profile" in r)
+        assert set(sample) == {"t", "profile", "power_w", "energy_j", "load_pct"}
+        assert sample["power_w"]["gpu"] > 0 and sample["energy_j"]["gpu"] > 0  # the replayed H200's readings
+
+        # the disk fills up: records are dropped, the daemon goes on ticking and answering
+        fd = os.open(state / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while os.write(fd, b"x" * 512):
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        for i in range(200):  # switches (two records each) use up what is left of the file's last page
+            if request(sock, {"cmd": "status"})["records"]["error"]:
+                break
+            request(sock, {"cmd": "hold", "profile": ("eco", "performance")[i % 2]})
+        err = request(sock, {"cmd": "status"})["records"]["error"]
+        request(sock, {"cmd": "hold", "profile": "performance"})
+        assert "No space left on device" in err or "short write" in err
+        ticks = request(sock, {"cmd": "status"})["ticks"]
+        # and then it is read-only
+        (state / "filler").unlink()
+        _remount(state, "ro")
+        wait_for(lambda: "Read-only file system" in (request(sock, {"cmd": "status"})["records"]["error"] or ""),
+                 "a refused record")
+        out = cli("status", "--socket", sock).stdout
+        assert f"warning:  energy records are dropped: {path}: Read-only file system" in out, out
+        st = request(sock, {"cmd": "status"})
+        assert daemon.poll() is None and st["ticks"] > ticks and st["records"]["dropped"] >= 2
+        _remount(state, "rw")
+        wait_for(lambda: request(sock, {"cmd": "status"})["records"]["error"] is None, "records again")
+        written = len(_records(path))
+        wait_for(lambda: len(_records(path)) > written, "a new record")
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+        log = daemon.stderr.read()
+        assert log.count("energy records: ") - log.count("energy records: writing again") == 1, log
+        assert "records are dropped until writing works again" in log and "energy records: writing again" in log
+        # every line the daemon left is whole, the last one a sample taken on the way out
+        recs = _records(path)
+        assert recs[-1]["profile"] == "performance"
+    finally:
+        subprocess.run(["umount", "-l", str(state)], check=True)

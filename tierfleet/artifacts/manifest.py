@@ -246,6 +246,13 @@ def publish(store: Path, files: list[Path], *, kind: str, name: str, version: st
     from tierfleet.artifacts.compress import compress_file
 
     dest = Path(store) / name / version
+    mpath = dest / MANIFEST_NAME
+    if mpath.exists():  # versions are immutable: refuse other content before a published file is touched
+        published = {f.path: f.sha256 for f in load_manifest(mpath).files}
+        wanted = {Path(src).name: sha256_file(Path(src)) for src in files if Path(src).is_file()}
+        if wanted != published:
+            raise ConfigError(str(mpath), "version",
+                              f"{name} {version} is already published with other content; publish a new version")
     entries: list[ArtifactFile] = []
     dest.mkdir(parents=True, exist_ok=True)
     for src in files:
@@ -275,7 +282,6 @@ def publish(store: Path, files: list[Path], *, kind: str, name: str, version: st
          **({"extra": extra} if extra else {})},
         source=str(dest / MANIFEST_NAME),
     )
-    mpath = dest / MANIFEST_NAME
     if mpath.exists():
         old = load_manifest(mpath)
         if old.digests() != manifest.digests():

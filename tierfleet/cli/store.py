@@ -14,7 +14,35 @@ store_dir = click.argument("store", type=click.Path(exists=True, file_okay=False
 
 @click.group()
 def store() -> None:
-    """Sign and verify the manifests of an artifact store directory."""
+    """Publish artifacts into an artifact store directory; sign and verify its manifests."""
+
+
+@store.command()
+@store_dir
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", required=True,
+              help="Artifact name: <model name>-<quant> for a model (the inventory's model name and quant).")
+@click.option("--version", "version", required=True, help="Version, e.g. 2 (the inventory's model_version).")
+@click.option("--kind", type=click.Choice(["model", "runtime"]), default="model", show_default=True)
+@click.option("--compress", is_flag=True, help="Also store a .zst form of each file (hosts fetch it when smaller).")
+def publish(store: Path, files: tuple[Path, ...], name: str, version: str, kind: str, compress: bool) -> None:
+    """Copy FILES into STORE/<name>/<version>/ with their manifest (sizes, sha256); the first file is the entry point.
+
+    Versions are immutable: the same files again change nothing, other files under a published version are
+    refused. Sign the new manifest with `tierfleet store sign` before hosts will take it.
+    """
+    from tierfleet import rules
+    from tierfleet.artifacts.manifest import publish as publish_files
+    from tierfleet.exceptions import RuleError
+
+    for key, value in (("--name", name), ("--version", version)):
+        try:
+            rules.artifact_name(value)
+        except RuleError as exc:
+            raise ConfigError(key, value, str(exc)) from None
+    manifest = publish_files(store, list(files), kind=kind, name=name, version=version, compress=compress)
+    click.echo(f"published {store / name / version / 'manifest.json'} ({len(manifest.files)} file(s)); "
+               "sign it: tierfleet store sign")
 
 
 @store.command()

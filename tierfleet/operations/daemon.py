@@ -53,14 +53,29 @@ POLICY = "/etc/tierfleet-ops/policy.yaml"
 PREVIOUS = POLICY + ".prev"
 
 
-def _loaded(python: str, cli: str, expected: str) -> str:
+def _loaded(python: str, cli: str, expected: str, knobs: bool = True) -> str:
     """Shell test: the daemon runs the policy whose hash is ``expected`` (``$h`` when empty) without error,
-    its last profile change applied every knob, and it knows no load error."""
+    and (with ``knobs``) its last profile change applied every knob."""
     check = ("import json, sys; s = json.load(sys.stdin); p = s.get('policy') or {}; "
              "bad = [o for o in s.get('last_apply') or [] if o.get('status') in ('failed', 'verify-failed')]; "
-             "sys.exit(0 if p.get('hash') == sys.argv[1] and not p.get('error') and not bad else 1)")
+             f"sys.exit(0 if p.get('hash') == sys.argv[1] and not p.get('error') and {'not bad' if knobs else 'True'} "
+             "else 1)")
     want = quote(expected) if expected else '"$h"'
     return f"{quote(cli)} status --json 2>/dev/null | {quote(python)} -c {quote(check)} {want}"
+
+
+def _explain(python: str, cli: str, what: str) -> str:
+    """Shell: one ``tierfleet:`` line on stderr with ``what`` and what the daemon reports (policy hash and
+    error, knobs its last profile change could not apply), so a failed check says why."""
+    show = ("import json, sys\n"
+            "try:\n s = json.load(sys.stdin)\nexcept ValueError:\n print('no status from the daemon'); sys.exit()\n"
+            "p = s.get('policy') or {}\n"
+            "bad = ['%s: %s' % (o.get('knob'), o.get('note') or o.get('status')) for o in s.get('last_apply') or []"
+            " if o.get('status') in ('failed', 'verify-failed')]\n"
+            "print('the daemon reports policy %s%s%s' % (p.get('hash'), '; policy error: %s' % p['error'] "
+            "if p.get('error') else '', '; knobs not applied: ' + ', '.join(bad) if bad else ''))")
+    return (f"printf '%s; %s\\n' {quote(what)} \"$({quote(cli)} status --json 2>/dev/null | "
+            f"{quote(python)} -c {quote(show)} 2>&1 | head -c 600 | tr '\\n' ' ')\" >&2")
 
 
 @operation(is_idempotent=False)
@@ -78,8 +93,10 @@ def policy_applied(text: str, expected_hash: str, cli: str, python: str, port: i
     stops answering, within ``timeout`` seconds.
     """
     new = POLICY + ".new"
-    fail = (f"cp -p {quote(PREVIOUS)} {quote(POLICY)} && systemctl reload tierfleet-ops.service; "
-            f"echo {quote('tierfleet: policy rollout: the daemon did not run policy ' + expected_hash + ' with every knob applied and a healthy runtime within ' + str(int(timeout)) + 's; the previous policy is back')} >&2; exit 1")
+    fail = (_explain(python, cli, f"tierfleet: policy rollout: the daemon did not run policy {expected_hash} with "
+                                  f"every knob applied and a healthy runtime within {int(timeout)}s; the previous "
+                                  "policy is back") + "; "
+            f"cp -p {quote(PREVIOUS)} {quote(POLICY)} && systemctl reload tierfleet-ops.service; exit 1")
     yield (
         f"set -u; printf '%s' {quote(text)} > {quote(new)} && "
         f"{quote(cli)} check-policy {quote(new)} >/dev/null || {{ rm -f {quote(new)}; "
@@ -96,13 +113,17 @@ def policy_applied(text: str, expected_hash: str, cli: str, python: str, port: i
 
 @operation(is_idempotent=False)
 def policy_reverted(cli: str, python: str, timeout: int = 60):
-    """Put the policy a rollout replaced (``policy.yaml.prev``) back, reload, and check the daemon runs it."""
+    """Put the policy a rollout replaced (``policy.yaml.prev``) back, reload, and check the daemon runs it.
+
+    The check is the policy's hash without error, not every knob: a knob the previous policy could not apply
+    either is that policy's state, which the revert restores rather than judges."""
     yield (
         f"[ -f {quote(PREVIOUS)} ] || {{ echo {quote('tierfleet: policy revert: no previous policy kept')} >&2; "
         "exit 1; }; "
         rf"h=$({quote(cli)} check-policy {quote(PREVIOUS)} | sed -n 's/.*policy \([0-9a-f]*\),.*/\1/p'); "
         f"cp -p {quote(PREVIOUS)} {quote(POLICY)} && systemctl reload tierfleet-ops.service && "
         f"end=$(( $(date +%s) + {int(timeout)} )); while [ $(date +%s) -lt $end ]; do "
-        f"if {_loaded(python, cli, '')}; then exit 0; fi; sleep 0.5; done; "
-        f"echo {quote('tierfleet: policy revert: the daemon did not come back to the previous policy')} >&2; exit 1"
+        f"if {_loaded(python, cli, '', knobs=False)}; then exit 0; fi; sleep 0.5; done; "
+        + _explain(python, cli, f"tierfleet: policy revert: the daemon did not run the previous policy within "
+                                f"{int(timeout)}s") + "; exit 1"
     )

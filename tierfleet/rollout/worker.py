@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -108,16 +109,31 @@ def _disconnect(state) -> None:
         pass
 
 
-def upgrade(inventory: str, name: str, data: dict[str, str]) -> dict[str, Any]:
+@contextmanager
+def _errors_into(result: dict[str, Any]):
+    """Context: an unreachable host, a configuration error or a pyinfra error ends the block and becomes the
+    result's ``error`` (one ``tierfleet:`` line), the result's status staying ``failed``."""
     from pyinfra.api.exceptions import ConnectError, PyinfraError
 
+    from tierfleet.exceptions import ConfigError
+
+    try:
+        yield
+    except ConnectError as exc:
+        result["error"] = f"tierfleet: unreachable: {exc}"
+    except ConfigError as exc:
+        result["error"] = f"tierfleet: {exc}"
+    except PyinfraError as exc:
+        result["error"] = f"tierfleet: pyinfra: {exc}"
+
+
+def upgrade(inventory: str, name: str, data: dict[str, str]) -> dict[str, Any]:
     from tierfleet.catalog import load_catalog
     from tierfleet.deploys.tier import restore, tier
-    from tierfleet.exceptions import ConfigError
     from tierfleet.resolve import host_settings_of
 
     result: dict[str, Any] = {"host": name, "status": "failed"}
-    try:
+    with _errors_into(result):
         state, host = _state(inventory, name, data)
         settings = host_settings_of(host, load_catalog(), inventory)
         before = result["before"] = snapshot(state, host, settings)
@@ -144,12 +160,6 @@ def upgrade(inventory: str, name: str, data: dict[str, str]) -> dict[str, Any]:
                              "before": {k: before[k] for k in ("model", "runtime", "ops")},
                              "after": {k: after[k] for k in ("model", "runtime", "ops")}})
         _disconnect(state)
-    except ConnectError as exc:
-        result["error"] = f"tierfleet: unreachable: {exc}"
-    except ConfigError as exc:
-        result["error"] = f"tierfleet: {exc}"
-    except PyinfraError as exc:
-        result["error"] = f"tierfleet: pyinfra: {exc}"
     return result
 
 
@@ -172,20 +182,18 @@ def _gpu_range(gpus: dict | None) -> tuple[float, float] | None:
 
 def policy(inventory: str, name: str, data: dict[str, str], policy_path: str) -> dict[str, Any]:
     """Roll the fleet policy at ``policy_path`` onto one host (see :mod:`tierfleet.fleet_policy`)."""
-    from pyinfra.api.exceptions import ConnectError, PyinfraError
     from pyinfra.context import ctx_host, ctx_state
 
     from tierfleet.catalog import load_catalog
     from tierfleet.deploys.policy import apply_policy
     from tierfleet.energy import plan_energy
-    from tierfleet.exceptions import ConfigError
     from tierfleet.facts.jetson import NvpmodelConf
     from tierfleet.facts.nvidia import NvidiaGpus
     from tierfleet.fleet_policy import host_policy, read_fleet_policy
     from tierfleet.resolve import host_settings_of, resolve
 
     result: dict[str, Any] = {"host": name, "status": "failed"}
-    try:
+    with _errors_into(result):
         raw, _ = read_fleet_policy(policy_path)
         state, host = _state(inventory, name, data)
         catalog = load_catalog()
@@ -219,23 +227,15 @@ def policy(inventory: str, name: str, data: dict[str, str], policy_path: str) ->
         _run(state, record, {"kind": "policy", "result": result["status"], "finished": _now(),
                              "before": result["before"], "after": result["after"]})
         _disconnect(state)
-    except ConnectError as exc:
-        result["error"] = f"tierfleet: unreachable: {exc}"
-    except ConfigError as exc:
-        result["error"] = f"tierfleet: {exc}"
-    except PyinfraError as exc:
-        result["error"] = f"tierfleet: pyinfra: {exc}"
     return result
 
 
 def policy_revert(inventory: str, name: str, data: dict[str, str]) -> dict[str, Any]:
     """Put back the policy a rollout replaced on a host of a batch that failed elsewhere."""
-    from pyinfra.api.exceptions import ConnectError, PyinfraError
-
     from tierfleet.deploys.policy import revert_policy
 
     result: dict[str, Any] = {"host": name, "status": "failed"}
-    try:
+    with _errors_into(result):
         state, host = _state(inventory, name, data)
         ok = _run(state, revert_policy)
         _disconnect(state)
@@ -244,10 +244,6 @@ def policy_revert(inventory: str, name: str, data: dict[str, str]) -> dict[str, 
         result["after"] = {"policy": after.get("policy_hash"), "profile": after.get("profile")}
         result["status"] = "ok" if ok else "failed"
         _disconnect(state)
-    except ConnectError as exc:
-        result["error"] = f"tierfleet: unreachable: {exc}"
-    except PyinfraError as exc:
-        result["error"] = f"tierfleet: pyinfra: {exc}"
     return result
 
 
