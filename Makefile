@@ -2,11 +2,12 @@
 #   make demo   the main job on the built-in local lab fleet
 #   make test   the whole test suite
 #   make bench  tier_basic against Ansible on lab hosts, by fleet size, and the older rows (BENCH_ARGS=--reps 1)
+#   make mutate mutation scores of the safety-critical modules (slow; not part of `make test`)
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test runtime bench clean
+.PHONY: demo test runtime bench mutate clean
 
 $(BIN)/.installed: pyproject.toml ops/pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,6 +33,12 @@ test: runtime
 # prints the table, writes bench/results/bench.{json,png,txt}
 bench: runtime
 	$(BIN)/python -m bench.harness $(BENCH_ARGS)
+
+# seeded mutants (60 per module) of the sysfs allowlist, selector, topology, preflight and release operations,
+# each run against the module's own tests on a copy of the tree; prints the score per module and the survivors.
+# Run before resolving an issue that touches those modules. Options: MUTATE_ARGS="-m selector --sample 30"
+mutate: $(BIN)/.installed
+	$(BIN)/python bench/mutate.py $(MUTATE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -219,3 +219,25 @@ def test_default_request_is_auto_and_unreachable_hosts_are_refused(catalog):
         verdict.checks[0].ok = False  # type: ignore[misc]
     gone = unreachable("h", "basic", "timed out")
     assert (gone.fits, gone.tier, gone.reason, gone.checks) == (False, None, "unreachable: timed out", ())
+
+
+def test_the_platform_row_refuses_a_platform_the_tier_does_not_list(catalog, tmp_path):
+    from pathlib import Path
+
+    import yaml
+
+    import tierfleet
+    from tierfleet.catalog import load_catalog
+
+    data = yaml.safe_load((Path(tierfleet.__file__).parent / "data" / "tiers.yaml").read_text())
+    data["tiers"]["basic"]["platforms"] = ["jetson", "cpu"]
+    (tmp_path / "tiers.yaml").write_text(yaml.safe_dump(data))
+    refused = check_host(profile("gpu-t4"), load_catalog(tmp_path / "tiers.yaml"), "basic")
+    row = _checks(refused)["platform"]
+    assert (row.required, row.ok, row.actual.split(":")[0]) == ("jetson|cpu", False, "gpu")
+    assert not refused.fits and refused.reason == "platform gpu is not one of jetson, cpu"
+    # a host that fits: its rows carry no notes, so the reason and warnings stay clean
+    fits = check_host(profile("gpu-t4"), catalog, "basic")
+    assert _checks(fits)["platform"].required == "jetson|gpu|cpu"
+    assert [(c.name, c.ok, c.note) for c in fits.checks] == [
+        ("platform", True, ""), ("GPU memory", True, ""), ("RAM", True, ""), ("cores", True, ""), ("disk", True, "")]

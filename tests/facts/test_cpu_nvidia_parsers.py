@@ -87,6 +87,8 @@ def test_cpuinfo_lines(lines, variant, model):
         (["Cpus_allowed_list:\t0-65536"], None),
         (["Cpus_allowed_listing:\t0-3"], None),
         (["Cpus_allowed_list\t0-3"], None),
+        (["Cpus_allowed_list"], None),  # truncated before the colon: no list, not an empty one
+        ([" Cpus_allowed_list :\t2"], [2]),  # blanks around the key are not part of it
         (["Cpus_allowed:\tff"], None),
         ([], None),
     ],
@@ -122,6 +124,29 @@ def test_topology_drops_offline_siblings_and_counts_packages():
         f"{TOPO}/cpu1/topology/physical_package_id:1",
     ])
     assert topo["cores"] == [[0], [1]] and not topo["smt"] and topo["packages"] == 2
+
+
+def test_a_sibling_list_naming_only_offline_cpus_keeps_the_cpu_as_its_own_core():
+    # a garbled or stale list that leaves the CPU itself out: the CPU still makes one core, never an empty one
+    topo = CpuTopology().process([
+        f"{TOPO}/online:0-1",
+        f"{TOPO}/cpu0/topology/core_cpus_list:2",
+        f"{TOPO}/cpu1/topology/core_cpus_list:1,3",
+    ])
+    assert topo["cores"] == [[0], [1]] and not topo["smt"]
+
+
+def test_cpufreq_files_below_a_policy_directory_are_not_policy_files():
+    # only policy<N>/<file>: a deeper path (stats/, a hostile line) neither adds a policy nor sets its values
+    below = "/sys/devices/system/cpu/cpufreq/policy0"
+    assert CpuFreq().process([f"{below}/stats/reset:1", f"{below}/x/scaling_governor:evil"]) is None
+    info = CpuFreq().process([f"{below}/scaling_governor:powersave", f"{below}/x/scaling_governor:evil"])
+    assert info["policies"] == {0: {"governor": "powersave", "epp": "", "cpus": ""}}
+
+
+def test_cpufreq_without_an_available_governors_file_lists_none():
+    info = CpuFreq().process(["/sys/devices/system/cpu/cpufreq/policy0/scaling_governor:schedutil"])
+    assert (info["governors"], info["epp_available"], info["driver"]) == ([], [], None)
 
 
 def test_topology_capacity_only_when_cores_differ():
@@ -172,6 +197,20 @@ def test_power_limit_and_default_limit_are_read_apart():
         1410, True, "Enabled", "8.0")
 
 
+def test_bare_n_a_is_unknown_like_bracketed_n_a():
+    # some drivers print N/A without brackets for a field the card lacks
+    [gpu] = NvidiaGpus().process(["0, Tesla K80, 11441, N/A, 470.82.01, N/A, N/A, N/A, N/A, N/A, 875, N/A"])["gpus"]
+    assert (gpu["compute_cap"], gpu["persistence_mode"], gpu["power_limit_w"], gpu["mig_mode"]) == (
+        None, None, None, None)
+    assert (gpu["memory_total_mib"], gpu["max_sm_clock_mhz"], gpu["driver_version"]) == (11441, 875, "470.82.01")
+
+
+def test_a_line_with_the_right_number_of_fields_but_no_index_is_not_a_gpu():
+    line = "Error, a, b, c, d, e, f, g, h, i, j, k"
+    query = NvidiaGpus().process([line])
+    assert (query["gpus"], query["error"]) == ([], line)
+
+
 def test_minimal_query_line_moves_the_driver_version():
     [gpu] = NvidiaGpus().process(["0, Tesla K80, 11441, 470.256.02"])["gpus"]
     assert (gpu["driver_version"], gpu["compute_cap"], gpu["memory_total_mib"], gpu["power_limit_w"]) == (
@@ -187,13 +226,15 @@ def test_minimal_query_line_moves_the_driver_version():
          "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.", None),
         (["Failed to initialize NVML: Driver/library version mismatch", "NVML library version: 570.172"], 0,
          "Failed to initialize NVML: Driver/library version mismatch", "570.172"),
+        (["Failed to initialize NVML: Driver/library version mismatch", "  NVML library version: 570.172  "], 0,
+         "Failed to initialize NVML: Driver/library version mismatch", "570.172"),
         (["0, Tesla T4, 15360, 7.5, 570.172.08, Disabled, 70.00, 70.00, 60.00, 70.00, 1590, [N/A]",
           "WARNING: infoROM is corrupted at gpu 0000:3B:00.0"], 1,
          "unparsed nvidia-smi output: WARNING: infoROM is corrupted at gpu 0000:3B:00.0", None),
         (["0, Tesla T4, 15360, 7.5, 570.172.08, Disabled, 70.00, 70.00, 60.00, 70.00, 1590, [N/A]", ""], 1, None,
          None),
     ],
-    ids=["no-smi", "no-smi-blank-lines", "no-driver", "mismatch", "warning-after-gpu", "blank-line"],
+    ids=["no-smi", "no-smi-blank-lines", "no-driver", "mismatch", "mismatch-padded-lines", "warning-after-gpu", "blank-line"],
 )
 def test_nvidia_smi_outcomes(lines, gpus, error, library):
     value = NvidiaGpus().process(lines)
@@ -213,6 +254,13 @@ def test_not_available_fields_are_unknown(field, value, expected):
     fields[index] = value
     [gpu] = NvidiaGpus().process([", ".join(fields)])["gpus"]
     assert gpu[field] == expected
+
+
+def test_an_lspci_line_cut_after_the_vendor_still_names_an_nvidia_gpu():
+    from tierfleet.facts.nvidia import parse_lspci_line
+
+    assert parse_lspci_line("01:00.0 3D controller: NVIDIA") == {
+        "slot": "01:00.0", "kind": "3D controller", "description": "NVIDIA"}
 
 
 @pytest.mark.parametrize(

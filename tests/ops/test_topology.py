@@ -82,6 +82,16 @@ def test_low_power_e_cores_outside_cpu_core_are_slow_too(tmp_path):
     assert not any(cpu.efficiency for cpu in topo.cpus.values())
 
 
+def test_e_cores_are_found_from_cpu_atom_alone(tmp_path):
+    # a kernel (or container view) with the cpu_atom PMU's list but no cpu_core list: cpu_atom alone names them
+    root = machines.intel_hybrid_6p8e(tmp_path)
+    (root / "devices/cpu_core/cpus").unlink()
+    topo = read_topology(Sysfs(root))
+    assert [c for c in topo.online if topo.cpus[c].efficiency] == list(range(12, 20))
+    p = choose_cores(topo).as_dict()
+    assert (p["reserved"], p["inference"], p["threads"]) == ("12-13", "0-11", 6)
+
+
 def test_only_e_cores_allowed_still_serves(tmp_path):
     topo = read_topology(Sysfs(machines.intel_hybrid_6p8e(tmp_path)))
     p = choose_cores(topo, allowed=set(range(12, 20))).as_dict()
@@ -172,6 +182,17 @@ def test_packages_nodes_and_their_fallbacks(tmp_path):
     # older arm64 kernels report -1 (unknown): one package
     root = machines.topology(tmp_path / "c", [(i,) for i in range(4)], packages={i: -1 for i in range(4)})
     assert {cpu.package for cpu in read_topology(Sysfs(root)).cpus.values()} == {0}
+
+
+@pytest.mark.parametrize("stray", ["nodeX", "node", "node1a", "zone1"])
+def test_only_node_directories_name_numa_nodes(tmp_path, stray):
+    # entries beside node<N> (has_cpu, online, possible, power, ...) are not nodes, even holding a cpulist;
+    # listed after node0 and node1, so a stray one read as a node would overwrite their CPUs
+    root = machines.numa_2s(tmp_path)
+    (root / "devices/system/node" / stray).mkdir()
+    (root / "devices/system/node" / stray / "cpulist").write_text("0-31\n")
+    topo = read_topology(Sysfs(root))
+    assert [topo.cpus[c].node for c in (0, 8, 16, 24, 31)] == [0, 1, 0, 1, 1]
 
 
 def test_numa_tie_keeps_inference_in_the_lower_node(tmp_path):

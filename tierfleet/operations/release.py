@@ -317,11 +317,11 @@ def rollback(root: str, release: str, to: str | None = None) -> Generator[str, N
     """
     root = check_root(root)
     release = check_id(release)
+    target = check_id(to, "to") if to is not None else None
     state = host.get_fact(Releases, root=root)
     if state["current"] != release:
         host.noop(f"current is {state['current'] or 'unset'}, not {release}: nothing to roll back")
         return
-    target = check_id(to, "to") if to is not None else None
     if target is None:
         prev = state["previous"]
         if prev and prev != release and _installed(state, prev):
