@@ -1,6 +1,7 @@
 # Two entry points for a fresh machine (Debian/Ubuntu, Python >= 3.11, run as root for the lab):
 #   make demo   the main job on the built-in local lab fleet
 #   make test   the whole test suite
+#   make bench  tier_basic against Ansible on lab hosts, by fleet size, and the older rows (BENCH_ARGS=--reps 1)
 #   make mutate mutation scores of the safety-critical modules (slow; not part of `make test`)
 PY ?= python3
 VENV := .venv
@@ -28,6 +29,10 @@ runtime: $(BIN)/.installed
 
 test: runtime
 	$(BIN)/pytest
+
+# prints the table, writes bench/results/bench.{json,png,txt}
+bench: runtime
+	$(BIN)/python -m bench.harness $(BENCH_ARGS)
 
 # seeded mutants (60 per module) of the sysfs allowlist, selector, topology, preflight and release operations,
 # each run against the module's own tests on a copy of the tree; prints the score per module and the survivors.

@@ -38,7 +38,7 @@ def make_cli() -> click.Group:
         """Provision and operate quantized DeepSeek-R1 distilled LLMs on fleets."""
         _logging(verbose)
 
-    from tierfleet.cli import artifacts, catalog, docs, lab, preflight, report, rollout, status, store
+    from tierfleet.cli import artifacts, bench, catalog, docs, lab, preflight, report, rollout, status, store
 
     cli.add_command(preflight.preflight)
     cli.add_command(catalog.tiers)
@@ -49,6 +49,7 @@ def make_cli() -> click.Group:
     cli.add_command(rollout.policy)
     cli.add_command(report.report)
     cli.add_command(artifacts.artifacts)
+    cli.add_command(bench.bench)
     cli.add_command(docs.docs)
     return cli
 

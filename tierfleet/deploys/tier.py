@@ -24,11 +24,12 @@ from tierfleet.catalog import ModelArtifact
 from tierfleet.deploys import stack
 from tierfleet.deploys.shards import PRESET_PATH, effective_shards, shard_plan
 from tierfleet.exceptions import ConfigError
+from tierfleet.facts import bundle
 from tierfleet.facts.artifacts import StoreManifest, manifest_of, manifest_url
 from tierfleet.facts.cpu import AllowedCpus
 from tierfleet.facts.ops import PythonVersion
 from tierfleet.facts.release import Releases
-from tierfleet.operations import daemon, failure, release, runtime
+from tierfleet.operations import account, daemon, failure, release, runtime
 from tierfleet.operations import preflight as preflight_ops
 from tierfleet.placement import place
 from tierfleet.profile import HostProfile
@@ -92,21 +93,24 @@ def _resolve(tier: str | None) -> Resolved | None:
         return None
 
 
-def _manifest(url: str, what: str, key: str | None):
-    """The manifest at ``url`` as the host fetched it, verified there against ``key`` when one is pinned."""
-    value = host.get_fact(StoreManifest, url, key=keyring_b64(key) if key else None)
-    if "error" in value:
-        return None, f"{what} manifest {url}: {value['error']}"
-    if key and not value.get("signed_by"):
-        return None, f"{what} manifest {url}: not verified against artifact_key; refusing it"
-    try:
-        return manifest_of(value), None
-    except ConfigError as exc:
-        return None, f"{what} manifest {url}: {exc}"
-
-
-def _current_target(root: str) -> str:
-    return host.get_fact(Releases, root=root)["current_target"] or ""
+def _manifests(wanted: dict[str, tuple[str, str]], key: str | None) -> tuple[dict, str | None]:
+    """The manifests at the URLs of ``wanted`` (name -> (url, what)) as the host fetched them, all in one round
+    trip, each verified there against ``key`` when one is pinned; ``({name: Manifest}, None)`` or ``({}, error)``
+    naming the first that failed."""
+    keyring = keyring_b64(key) if key else None
+    values = bundle.read(host, {name: (StoreManifest, (url,), {"key": keyring}) for name, (url, _) in wanted.items()})
+    manifests = {}
+    for name, (url, what) in wanted.items():
+        value = values[name]
+        if "error" in value:
+            return {}, f"{what} manifest {url}: {value['error']}"
+        if key and not value.get("signed_by"):
+            return {}, f"{what} manifest {url}: not verified against artifact_key; refusing it"
+        try:
+            manifests[name] = manifest_of(value)
+        except ConfigError as exc:
+            return {}, f"{what} manifest {url}: {exc}"
+    return manifests, None
 
 
 @deploy("tierfleet tier")
@@ -131,26 +135,31 @@ def tier(tier: str | None = None) -> None:
         model, model_version = shards[0].model, shards[0].version
     routed = len(shards) > 1
 
+    # what the host has now, in one round trip: its Python, its CPUs, where current points
+    early = bundle.read(host, {
+        "python": (PythonVersion, (), {}),
+        "allowed": (AllowedCpus, (), {}),
+        RUNTIME_ROOT: (Releases, (), {"root": RUNTIME_ROOT}),
+        model_root: (Releases, (), {"root": model_root}),
+    })
     # every artifact's manifest first: a missing one fails the host before anything changes
     runtime_release = f"{settings.runtime_version}+{settings.runtime_variant or runtime_variant(profile)}"
     model_name = f"{model.name}-{model.quant}"
-    python = host.get_fact(PythonVersion) or "3"
+    python = early["python"] or "3"
     ops_release = wheelhouse.release_name(wheelhouse.ops_version(), python, profile.arch or "x86_64")
-    manifests = {}
-    wanted = [("runtime", manifest_url(store, "llama-server", runtime_release), "runtime")]
+    wanted = {"runtime": (manifest_url(store, "llama-server", runtime_release), "runtime")}
     if routed:
-        wanted += [(f"shard:{sh.name}", manifest_url(store, f"{sh.model.name}-{sh.model.quant}", sh.version),
-                    f"shard {sh.name}") for sh in shards]
+        wanted.update({f"shard:{sh.name}": (manifest_url(store, f"{sh.model.name}-{sh.model.quant}", sh.version),
+                                            f"shard {sh.name}") for sh in shards})
     else:
-        wanted.append(("model", manifest_url(store, model_name, model_version), "model"))
-    wanted.append(("ops", manifest_url(store, wheelhouse.NAME, ops_release), "ops daemon"))
-    for key, url, what in wanted:
-        manifests[key], error = _manifest(url, what, settings.artifact_key)
-        if error:
-            failure.fail(name="Artifacts are in the store", message=error)
-            return
+        wanted["model"] = (manifest_url(store, model_name, model_version), "model")
+    wanted["ops"] = (manifest_url(store, wheelhouse.NAME, ops_release), "ops daemon")
+    manifests, error = _manifests(wanted, settings.artifact_key)
+    if error:
+        failure.fail(name="Artifacts are in the store", message=error)
+        return
 
-    placement = place(facts["topology"], host.get_fact(AllowedCpus), chosen.reserved_cores)
+    placement = place(facts["topology"], early["allowed"], chosen.reserved_cores)
     plan = None
     if shards:
         try:
@@ -170,8 +179,13 @@ def tier(tier: str | None = None) -> None:
     elif profile.platform == "jetson":
         stack.jetson_stack(settings, profile)
 
-    model_roots = [root for root, _ in plan.roots.values()] if routed and plan else [model_root]
-    before = {RUNTIME_ROOT: _current_target(RUNTIME_ROOT), **{r: _current_target(r) for r in model_roots}}
+    if routed and plan:  # each shard's own release root, read in one more round trip
+        shard_roots = [root for root, _ in plan.roots.values()]
+        now = bundle.read(host, {r: (Releases, (), {"root": r}) for r in shard_roots})
+        before = {RUNTIME_ROOT: early[RUNTIME_ROOT]["current_target"] or "",
+                  **{r: now[r]["current_target"] or "" for r in shard_roots}}
+    else:
+        before = {root: early[root]["current_target"] or "" for root in (RUNTIME_ROOT, model_root)}
     runtime_manifest = manifests["runtime"]
     runtime_art = release.artifact(
         name="llama-server runtime", root=RUNTIME_ROOT, release=runtime_release, manifest=runtime_manifest,
@@ -197,8 +211,8 @@ def tier(tier: str | None = None) -> None:
         ))
 
     groups = ["video"] if profile.platform == "jetson" else []
-    user = server.user(name="Service user", user=SERVICE_USER, system=True, shell="/usr/sbin/nologin",
-                       home="/nonexistent", create_home=False, groups=groups or None)
+    user = account.system_user(name="Service user", user=SERVICE_USER, shell="/usr/sbin/nologin",
+                               home="/nonexistent", groups=groups or None)
     control_group()
     for warning in placement.warnings:
         host.log_styled(f"placement: {warning}", fg="yellow", log_func=logger.warning)

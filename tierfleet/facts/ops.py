@@ -10,10 +10,16 @@ from pyinfra.api import FactBase
 
 
 class PythonVersion(FactBase[str | None]):
-    """``major.minor`` of the host's ``python3`` (the ops daemon's venv is built from it), or None."""
+    """``major.minor`` of the host's ``python3`` (the ops daemon's venv is built from it), or None.
+
+    Read from the name ``python3`` resolves to (``/usr/bin/python3.11``) without starting Python; only when
+    that name carries no version (a wrapper, a shim) is Python asked.
+    """
 
     def command(self) -> str:
-        return "python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])' 2>/dev/null; true"
+        return ("p=$(readlink -f \"$(command -v python3)\" 2>/dev/null); case \"${p##*/}\" in "
+                "python3.[0-9]*) echo \"${p##*/python}\";; "
+                "*) python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])' 2>/dev/null;; esac; true")
 
     def process(self, output: list[str]) -> str | None:
         value = output[0].strip() if output else ""
@@ -21,10 +27,18 @@ class PythonVersion(FactBase[str | None]):
 
 
 class OpsInstalled(FactBase[str | None]):
-    """Version of ``tierfleet-ops`` installed in ``venv`` (``<venv>/bin/tierfleet-ops --version``), or None."""
+    """Version of ``tierfleet-ops`` installed in ``venv``, or None.
+
+    Read from the package's installed metadata (``<venv>/lib/python3*/site-packages/tierfleet_ops-*.dist-info/
+    METADATA``), printed as ``tierfleet-ops --version`` does, when the venv's Python and the program are there:
+    starting the program itself costs the host about 0.15 s of CPU on every run.
+    """
 
     def command(self, venv: str) -> str:
-        return f"{shlex.quote(venv + '/bin/tierfleet-ops')} --version 2>/dev/null; true"
+        v = shlex.quote(venv)
+        return (f"v={v}; if [ -x \"$v/bin/tierfleet-ops\" ] && [ -x \"$v/bin/python3\" ]; then "
+                "for m in \"$v\"/lib/python3*/site-packages/tierfleet_ops-*.dist-info/METADATA; do "
+                "[ -f \"$m\" ] && sed -n '1,/^$/ s/^Version: *\\(.*\\)/tierfleet-ops, version \\1/p' \"$m\"; done; fi; true")
 
     def process(self, output: list[str]) -> str | None:
         match = re.search(r"version (\S+)", " ".join(output))

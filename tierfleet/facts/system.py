@@ -106,3 +106,37 @@ class OsRelease(FactBase[dict[str, str]]):
 
     def process(self, output: list[str]) -> dict[str, str]:
         return parse_key_values(output)
+
+
+class Account(FactBase[dict | None]):
+    """One local account: ``{"name", "uid", "gid", "home", "shell", "group", "groups", "group_exists"}``, or
+    ``{"group_exists": bool}`` alone when there is no such user (a group of that name may exist without it).
+
+    + user: the account name
+
+    Same as ``getent passwd USER; getent group USER; id -gn USER; id -Gn USER``: one command and a few forks,
+    where pyinfra's ``server.Users`` reads every account on the host with several forks each.
+    ``groups`` are the supplementary groups (the primary one left out).
+    """
+
+    @staticmethod
+    def default() -> dict:
+        return {"group_exists": False}
+
+    def command(self, user: str) -> str:
+        q = shlex.quote(user)
+        return (f"printf 'passwd\\t%s\\n' \"$(getent passwd {q})\"; printf 'group\\t%s\\n' \"$(getent group {q})\"; "
+                f"printf 'primary\\t%s\\n' \"$(id -gn {q} 2>/dev/null)\"; "
+                f"printf 'groups\\t%s\\n' \"$(id -Gn {q} 2>/dev/null)\"; true")
+
+    def process(self, output: list[str]) -> dict:
+        fields = dict(line.split("\t", 1) for line in output if "\t" in line)
+        value: dict = {"group_exists": bool(fields.get("group", "").strip())}
+        passwd = fields.get("passwd", "").strip().split(":")
+        if len(passwd) != 7 or to_int(passwd[2]) is None or to_int(passwd[3]) is None:
+            return value
+        primary = fields.get("primary", "").strip()
+        value.update(name=passwd[0], uid=to_int(passwd[2]), gid=to_int(passwd[3]), home=passwd[5], shell=passwd[6],
+                     group=primary or None,
+                     groups=sorted(set(fields.get("groups", "").split()) - {primary}))
+        return value
