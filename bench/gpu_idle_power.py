@@ -22,10 +22,10 @@ with the saving of 4 against 2. It never changes a GPU setting: the only NVML ca
 --query-gpu=power.draw,memory.used,clocks.sm,pstate`` readings); no ``nvidia-smi`` option that sets anything is
 run, and persistence mode, clocks and power limits are left as they are.
 
-Until it has run on a real GPU, the figure to cite is the recorded H200 probe
-(``/work/shared/reference/nvml/``, an H200 in a KVM guest, driver 580): 79 W with no CUDA context (SM 345 MHz)
-against 126 W with a context held and nothing running (SM 1980 MHz). ``--fake-nvml PROBE.json`` replays such a
-probe instead of the driver (to try the script where there is no GPU; the figures are then the recording's).
+Measured on an H200 (driver 580.159, ``bench/results/gpu_idle_power_h200.txt``): 80.2 W with no runtime, 123.6 W
+loaded and idle, 125.1 W asleep (the CUDA context keeps SM clocks at 1980 MHz), 80.4 W unloaded. ``--fake-nvml
+PROBE.json`` replays a recorded NVML probe (``tests/ops/data/h200_nvml_probe.json``) instead of the driver (to try
+the script where there is no GPU; the figures are then the recording's).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ A profile is plain data. :mod:`tierfleet.lab.dress` turns it into the files a ho
 ``lspci``) read the per-host copy of it at ``/usr/share/tierfleet-lab/profile.json``.
 
 Figures come from public spec data, except ``gpu-node-h200`` whose CPU and GPU figures are the
-recording in ``/work/shared/reference/nvml/`` (a 16-core Xeon VM without SMT or cpufreq; its
+recording in ``tests/ops/data/`` (a 16-core Xeon VM without SMT or cpufreq; its
 RAM size was not recorded, 128 GiB is chosen).
 
 >>> PROFILES["jetson-nano"].tier, PROFILES["jetson-nano"].kind
