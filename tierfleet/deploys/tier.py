@@ -180,11 +180,12 @@ def tier(tier: str | None = None) -> None:
         stack.jetson_stack(settings, profile)
 
     if routed and plan:  # each shard's own release root, read in one more round trip
-        shard_roots = [root for root, _ in plan.roots.values()]
-        now = bundle.read(host, {r: (Releases, (), {"root": r}) for r in shard_roots})
+        model_roots = [root for root, _ in plan.roots.values()]
+        now = bundle.read(host, {r: (Releases, (), {"root": r}) for r in model_roots})
         before = {RUNTIME_ROOT: early[RUNTIME_ROOT]["current_target"] or "",
-                  **{r: now[r]["current_target"] or "" for r in shard_roots}}
+                  **{r: now[r]["current_target"] or "" for r in model_roots}}
     else:
+        model_roots = [model_root]
         before = {root: early[root]["current_target"] or "" for root in (RUNTIME_ROOT, model_root)}
     runtime_manifest = manifests["runtime"]
     runtime_art = release.artifact(

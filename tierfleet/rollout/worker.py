@@ -187,6 +187,7 @@ def policy(inventory: str, name: str, data: dict[str, str], policy_path: str) ->
     from tierfleet.catalog import load_catalog
     from tierfleet.deploys.policy import apply_policy
     from tierfleet.energy import plan_energy
+    from tierfleet.exceptions import ConfigError
     from tierfleet.facts.jetson import NvpmodelConf
     from tierfleet.facts.nvidia import NvidiaGpus
     from tierfleet.facts.ops import OpsPolicyShards
