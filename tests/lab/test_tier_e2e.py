@@ -200,6 +200,13 @@ def test_energy_report_reads_what_the_deployed_daemon_recorded(lab, converged, i
     assert all(s.energy_j is not None for s in series.samples), series.samples[:5]
     assert sum(s.power_w is None for s in series.samples) <= len(starts), series.samples[:5]
 
+    # the report charges each interval to its first sample's profile: wait for a sample after the one that opened
+    # performance (the next periodic one, or the switch the release made), so performance has time to show
+    def closed() -> bool:
+        [now] = gather_records(load_fleet(str(inventory), limit=(HOST,)))
+        return len([x for x in now.samples if x.t >= held[-1].t]) >= 2
+
+    wait_until(closed, timeout=60, interval=2)
     tierfleet = str(Path(sys.executable).with_name("tierfleet"))
     out = tmp_path / "energy.html"
     run = subprocess.run([tierfleet, "report", "energy", "-i", str(inventory), "--limit", HOST, "-o", str(out)],
