@@ -241,3 +241,29 @@ def test_the_platform_row_refuses_a_platform_the_tier_does_not_list(catalog, tmp
     assert _checks(fits)["platform"].required == "jetson|gpu|cpu"
     assert [(c.name, c.ok, c.note) for c in fits.checks] == [
         ("platform", True, ""), ("GPU memory", True, ""), ("RAM", True, ""), ("cores", True, ""), ("disk", True, "")]
+
+
+def test_a_jetson_in_a_low_power_mode_keeps_its_cores(catalog):
+    """A Jetson Nano in its 5 W nvpmodel mode has CPUs 2-3 offline (the daemon's eco profile puts it there): the
+    board still has four cores, so it still fits the basic tier, with a note saying what is offline."""
+    five_watt = [
+        "/sys/devices/system/cpu/online:0-1",
+        "/sys/devices/system/cpu/present:0-3",
+        "/sys/devices/system/cpu/cpu0/topology/thread_siblings_list:0",
+        "/sys/devices/system/cpu/cpu1/topology/thread_siblings_list:1",
+    ]
+    host = build_profile("nano-5w", _facts("nano", topology=five_watt))
+    assert (host.physical_cores, host.logical_cpus) == (4, 4)
+    assert any("2 physical core(s) offline" in note for note in host.notes)
+    verdict = check_host(host, catalog, "basic")
+    assert verdict.fits, verdict.reason
+    assert _checks(verdict)["cores"].actual == "4"
+
+
+def test_offline_smt_threads_are_no_cores_of_their_own(catalog):
+    """SMT switched off (``smt/control``) leaves every second thread offline: the cores stay eight, not sixteen."""
+    lines = ["/sys/devices/system/cpu/online:0-7", "/sys/devices/system/cpu/present:0-15"]
+    lines += [f"/sys/devices/system/cpu/cpu{n}/topology/core_cpus_list:{n},{n + 8}" for n in range(8)]
+    host = build_profile("t4-nosmt", _facts("gpu-t4", topology=lines))
+    assert (host.physical_cores, host.logical_cpus) == (8, 16)
+    assert not any("offline" in note for note in host.notes)

@@ -131,6 +131,9 @@ def build_profile(name: str, facts: dict[str, Any]) -> HostProfile:
         notes.append(f"driver/library mismatch: loaded {driver_loaded}, installed {driver_version} (reboot needed)")
     if topology is None:
         notes.append("CPU topology unknown (could not read /sys/devices/system/cpu)")
+    if topology and topology.get("offline_cores"):
+        notes.append(f"{topology['offline_cores']} physical core(s) offline (power mode or hotplug), counted as the "
+                     f"host's: {len(topology['online'])} of {len(topology.get('present') or [])} CPUs online")
     if "MemTotal" not in meminfo:
         notes.append("memory unknown (could not read /proc/meminfo)")
     if disk is None:
@@ -144,8 +147,8 @@ def build_profile(name: str, facts: dict[str, Any]) -> HostProfile:
         os=os_release.get("PRETTY_NAME") or None,
         os_id=os_release.get("ID") or None,
         os_version_id=os_release.get("VERSION_ID") or None,
-        physical_cores=len(topology["cores"]) if topology else None,
-        logical_cpus=len(topology["online"]) if topology else None,
+        physical_cores=len(topology["cores"]) + topology.get("offline_cores", 0) if topology else None,
+        logical_cpus=len(topology.get("present") or topology["online"]) if topology else None,
         ram_bytes=meminfo.get("MemTotal"),
         unified_memory=platform == "jetson",
         gpu_memory_bytes=gpu_mem,

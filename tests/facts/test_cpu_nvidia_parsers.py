@@ -307,3 +307,19 @@ def test_allowed_cpus_read_on_this_machine_match_the_kernel():
     fact = AllowedCpus()
     out = subprocess.run(["sh", "-c", fact.command()], capture_output=True, text=True, check=True)
     assert fact.process(out.stdout.splitlines()) == sorted(os.sched_getaffinity(0))
+
+
+def test_topology_counts_offline_cores_apart_from_online_ones():
+    # CPUs 4-7 offline: 4-5 still show their pair, 6-7 have lost their topology (the kernel removes it)
+    topo = CpuTopology().process([
+        f"{TOPO}/online:0-3", f"{TOPO}/present:0-7",
+        *(f"{TOPO}/cpu{n}/topology/core_cpus_list:{n}" for n in range(4)),
+        f"{TOPO}/cpu4/topology/core_cpus_list:4-5", f"{TOPO}/cpu5/topology/core_cpus_list:4-5",
+    ])
+    assert topo["cores"] == [[0], [1], [2], [3]] and topo["present"] == list(range(8))
+    assert topo["offline_cores"] == 3  # [4, 5] and two loose single-thread ones
+
+
+def test_topology_without_present_reports_no_offline_cores():
+    topo = CpuTopology().process([f"{TOPO}/online:0-1", f"{TOPO}/present:garbled"])
+    assert "present" not in topo and "offline_cores" not in topo

@@ -28,6 +28,10 @@ class CpuTopologyInfo(TypedDict):
     smt: bool
     #: Intel hybrid E-cores (``/sys/devices/cpu_atom/cpus``, or left out of ``cpu_core/cpus``); only on hybrid parts
     efficiency: NotRequired[list[int]]
+    #: CPUs the hardware has (``present``), online or not; absent when ``present`` is unreadable
+    present: NotRequired[list[int]]
+    #: physical cores whose CPUs are all offline (a Jetson power mode, hotplug): hardware the host has
+    offline_cores: NotRequired[int]
 
 
 def parse_topology(lines: list[str]) -> CpuTopologyInfo | None:
@@ -79,6 +83,10 @@ def parse_topology(lines: list[str]) -> CpuTopologyInfo | None:
         capacity=capacity if len(set(capacity.values())) > 1 else {},
         smt=any(len(core) > 1 for core in core_lists),
     )
+    present = parse_cpu_list(values.get(f"{SYS_CPU}/present"))
+    if present:
+        info["present"] = sorted(set(present) | online_set)
+        info["offline_cores"] = _offline_cores(sorted(set(present) - online_set), per_cpu, core_lists)
     slow = efficiency_cpus(parse_cpu_list(values.get(f"{SYS_DEVICES}/cpu_atom/cpus")) or [],
                            parse_cpu_list(values.get(f"{SYS_DEVICES}/cpu_core/cpus")) or [], online)
     if slow:
@@ -86,10 +94,42 @@ def parse_topology(lines: list[str]) -> CpuTopologyInfo | None:
     return info
 
 
-class CpuTopology(FactBase[CpuTopologyInfo | None]):
-    """Online CPUs grouped into physical cores, packages, NUMA nodes and (big.LITTLE) capacities.
+def _offline_cores(offline: list[int], per_cpu: dict[int, dict[str, str]], online_cores: list[list[int]]) -> int:
+    """Physical cores among present-but-offline CPUs that no online core holds.
 
-    Reads ``/sys/devices/system/cpu/online``, ``cpuN/topology/{core_cpus_list,thread_siblings_list,
+    An offline CPU's sibling list groups it where the kernel still shows one; the kernel removes an offline CPU's
+    ``topology`` directory, so the rest count as cores of the online cores' width (one thread without SMT).
+
+    >>> _offline_cores([2, 3], {}, [[0], [1]]), _offline_cores([2, 3, 6, 7], {}, [[0, 4], [1, 5]])
+    (2, 2)
+    >>> _offline_cores([2, 3], {0: {"core_cpus_list": "0,2"}, 1: {"core_cpus_list": "1,3"}}, [[0], [1]])
+    0
+    """
+    held = {cpu for core in online_cores for cpu in core}
+    for cpu in held.copy():  # an offline SMT thread of an online core is no core of its own
+        files = per_cpu.get(cpu, {})
+        held.update(parse_cpu_list(files.get("core_cpus_list") or files.get("thread_siblings_list")) or [])
+    left = set(offline) - held
+    cores: set[tuple[int, ...]] = set()
+    loose: set[int] = set()
+    for cpu in sorted(left):
+        files = per_cpu.get(cpu, {})
+        siblings = [s for s in parse_cpu_list(files.get("core_cpus_list") or files.get("thread_siblings_list")) or []
+                    if s in left]
+        if cpu in siblings:
+            cores.add(tuple(siblings))
+        else:
+            loose.add(cpu)
+    loose -= {cpu for core in cores for cpu in core}
+    width = max((len(core) for core in online_cores), default=1)
+    return len(cores) + -(-len(loose) // width)
+
+
+class CpuTopology(FactBase[CpuTopologyInfo | None]):
+    """Online CPUs grouped into physical cores, packages, NUMA nodes and (big.LITTLE) capacities, and the cores
+    a power mode has taken offline.
+
+    Reads ``/sys/devices/system/cpu/{online,present}``, ``cpuN/topology/{core_cpus_list,thread_siblings_list,
     physical_package_id}``, ``cpuN/cpu_capacity``, ``/sys/devices/system/node/nodeN/cpulist`` and, on Intel
     hybrid parts, ``/sys/devices/{cpu_atom,cpu_core}/cpus`` (E-cores as the ops daemon's
     :func:`tierfleet_ops.topology.efficiency_cpus` reads them).
@@ -97,7 +137,7 @@ class CpuTopology(FactBase[CpuTopologyInfo | None]):
 
     def command(self) -> str:
         return (
-            f"grep -s -H . {SYS_CPU}/online "
+            f"grep -s -H . {SYS_CPU}/online {SYS_CPU}/present "
             f"{SYS_CPU}/cpu[0-9]*/topology/core_cpus_list {SYS_CPU}/cpu[0-9]*/topology/thread_siblings_list "
             f"{SYS_CPU}/cpu[0-9]*/topology/physical_package_id {SYS_CPU}/cpu[0-9]*/cpu_capacity "
             f"/sys/devices/system/node/node[0-9]*/cpulist {SYS_DEVICES}/cpu_atom/cpus {SYS_DEVICES}/cpu_core/cpus; true"
