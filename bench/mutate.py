@@ -13,7 +13,8 @@ A mutant is one small change made at the AST level to one module: a comparison, 
 operator swapped, one operand of an ``and``/``or`` dropped, a condition negated, a constant changed, a
 regular expression widened or narrowed, a method swapped (``fullmatch`` -> ``match``), a flag added to or
 dropped from an ``os.open`` (``O_CREAT``), a raised error class swapped, an ``except OSError`` narrowed, or a
-statement deleted. Docstrings, f-strings, annotations, imports and logging arguments are left alone.
+statement deleted. Docstrings, f-strings, annotations (``TypedDict`` field declarations among them), imports and
+logging arguments are left alone.
 
 The candidates of a module are listed in source order and a sample seeded by ``--seed`` and the module's name
 (60 by default; every candidate for the allowlist) is tried, one mutant at a time, on a copy of the working
@@ -147,6 +148,9 @@ EQUIVALENT: dict[str, str] = {
     "7c61fc7cb7": "'.*' after the '$' of _LSPCI_RE: the line is stripped, so '$' is its end and '.*' matches empty",
     "e1ab56387a": "_na's strip -> rstrip: every field it is given was stripped by parse_gpu_line already",
     "ccca722e4f": "_LIBRARY_RE.match -> search: the pattern begins with '^'",
+    "9432c8b412": "_LSPCI_RE.match -> search: the pattern begins with '^'",
+    "2ebe8f6d49": "_SYSFS_PCI_RE.match -> search: the pattern begins with '^'",
+    "aa88e65f2d": "_SYSFS_PCI_RE.match -> fullmatch: the pattern ends with '$' and the line is stripped",
     # release.artifact's space estimate: need // 1024 + 1 KiB; one more byte per file changes it only when the
     # free space is within a KiB of the data, where the install cannot fit anyway (files take whole blocks,
     # and the manifest needs one more)
@@ -447,8 +451,19 @@ DELETABLE = (ast.Expr, ast.Return, ast.Raise, ast.Assign, ast.AugAssign, ast.Ann
              ast.While, ast.With, ast.Try, ast.Assert, ast.Continue, ast.Break)
 
 
+def _is_typeddict_field(node: ast.stmt, parents) -> bool:
+    """A bare annotation in a ``TypedDict`` class: a type declaration only (the dicts are built with their keys
+    all the same), left alone like every other annotation."""
+    if not isinstance(node, ast.AnnAssign) or node.value is not None:
+        return False
+    owner = parents.get(node)
+    return isinstance(owner, ast.ClassDef) and any(
+        (isinstance(b, ast.Name) and b.id == "TypedDict") or (isinstance(b, ast.Attribute) and b.attr == "TypedDict")
+        for b in owner.bases)
+
+
 def _delete(node: ast.stmt, parents, source: str, offsets: list[int], out: list[Mutant], path: str) -> None:
-    if not isinstance(node, DELETABLE) or _is_docstring_stmt(node, parents):
+    if not isinstance(node, DELETABLE) or _is_docstring_stmt(node, parents) or _is_typeddict_field(node, parents):
         return
     if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
         return

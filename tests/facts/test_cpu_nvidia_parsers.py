@@ -283,6 +283,22 @@ def test_pci_devices(lines, expected):
 
 
 @pytest.mark.parametrize(
+    "line",
+    [
+        "pci= vendor=0x10de class=0x030200 device=0x2335",  # no slot
+        "pci=0000:17:00.0 vendor=0x10de class=0x030200 device=0x23/5",
+        "pci=0000:17:00.0 vendor=0x10de class=0x03/200 device=0x2335",
+        "pci=0000:17:00.0 vendor=0x10de class=0x0302/0 device=0x2335",
+        "pci=0000:17:00.0 vendor=0x10de class=0x030200 device=0x2335 extra",
+        "pci=0000:17:00.0 vendor=0x10de class=0x030200 device=0x23355",
+        "pci=0000:17:00.0 vendor=0x10df class=0x030200 device=0x2335",
+    ],
+)
+def test_a_garbled_sysfs_pci_line_is_no_gpu(line):
+    assert NvidiaPciDevices().process([line]) == []
+
+
+@pytest.mark.parametrize(
     ("fact", "lines", "expected"),
     [
         (NvidiaDriverInstalled, ["570.172.08"], "570.172.08"),
@@ -293,6 +309,17 @@ def test_pci_devices(lines, expected):
          "570.172.08"),
         (NvidiaDriverLoaded, ["NVRM version: NVIDIA UNIX x86_64 Kernel Module  570.172.08"], "570.172.08"),
         (NvidiaDriverLoaded, ["GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)"], None),
+        # modinfo's line padded, suffixed, prefixed or with a non-digit part is no version
+        (NvidiaDriverInstalled, ["  570.172.08  "], "570.172.08"),
+        (NvidiaDriverInstalled, ["570.172.08-1ubuntu1"], None),
+        (NvidiaDriverInstalled, ["570.172.08 (open)"], None),
+        (NvidiaDriverInstalled, ["v570.172.08"], None),
+        (NvidiaDriverInstalled, ["570.x"], None),
+        (NvidiaDriverInstalled, ["570./"], None),
+        # the whole file: the version may end the NVRM line, the GCC line's version is never taken
+        (NvidiaDriverLoaded, ["NVRM version: NVIDIA UNIX x86_64 Kernel Module  570.172.08",
+                              "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)"], "570.172.08"),
+        (NvidiaDriverLoaded, ["NVRM version: 535.54.03"], "535.54.03"),
     ],
 )
 def test_driver_versions(fact, lines, expected):
