@@ -151,6 +151,10 @@ EQUIVALENT: dict[str, str] = {
     "9432c8b412": "_LSPCI_RE.match -> search: the pattern begins with '^'",
     "2ebe8f6d49": "_SYSFS_PCI_RE.match -> search: the pattern begins with '^'",
     "aa88e65f2d": "_SYSFS_PCI_RE.match -> fullmatch: the pattern ends with '$' and the line is stripped",
+    "b9f57df456": "_na's strip deleted: every field it is given was stripped by parse_gpu_line already",
+    "df4cc944eb": "'.*' after the last '\\s' of _NVRM_RE: searched, so a suffix that matches anything changes nothing",
+    "b0d8ca571d": "modinfo's empty output '' -> 'XXXX': neither is a version, both give None",
+    "52dec502f7": "_NODE_RE.match -> fullmatch: the pattern ends with '$' and grep's paths carry no newline",
     # release.artifact's space estimate: need // 1024 + 1 KiB; one more byte per file changes it only when the
     # free space is within a KiB of the data, where the install cannot fit anyway (files take whole blocks,
     # and the manifest needs one more)

@@ -233,8 +233,14 @@ def test_minimal_query_line_moves_the_driver_version():
          "unparsed nvidia-smi output: WARNING: infoROM is corrupted at gpu 0000:3B:00.0", None),
         (["0, Tesla T4, 15360, 7.5, 570.172.08, Disabled, 70.00, 70.00, 60.00, 70.00, 1590, [N/A]", ""], 1, None,
          None),
+        # the library version however it is spaced or followed
+        (["Failed to initialize NVML: Driver/library version mismatch", "NVML library version:570.172"], 0,
+         "Failed to initialize NVML: Driver/library version mismatch", "570.172"),
+        (["Failed to initialize NVML: Driver/library version mismatch", "NVML library version: 570.172 (x86_64)"], 0,
+         "Failed to initialize NVML: Driver/library version mismatch", "570.172"),
     ],
-    ids=["no-smi", "no-smi-blank-lines", "no-driver", "mismatch", "mismatch-padded-lines", "warning-after-gpu", "blank-line"],
+    ids=["no-smi", "no-smi-blank-lines", "no-driver", "mismatch", "mismatch-padded-lines", "warning-after-gpu", "blank-line",
+         "mismatch-no-space", "mismatch-trailing-words"],
 )
 def test_nvidia_smi_outcomes(lines, gpus, error, library):
     value = NvidiaGpus().process(lines)
@@ -299,6 +305,36 @@ def test_a_garbled_sysfs_pci_line_is_no_gpu(line):
 
 
 @pytest.mark.parametrize(
+    ("line", "kind"),
+    [
+        ("01:00.0 Display controller: NVIDIA Corporation GA100 [A100 PCIe 40GB] (rev a1)", "Display controller"),
+        ("  01:00.0 3D controller: NVIDIA Corporation TU104GL [Tesla T4] (rev a1)", "3D controller"),
+    ],
+)
+def test_lspci_display_and_indented_lines_name_a_gpu(line, kind):
+    [gpu] = NvidiaPciDevices().process([line])
+    assert (gpu["slot"], gpu["kind"]) == ("01:00.0", kind)
+
+
+def test_an_indented_sysfs_pci_line_names_a_gpu():
+    [gpu] = NvidiaPciDevices().process(["  pci=0000:17:00.0 vendor=0x10de class=0x030200 device=0x2335"])
+    assert gpu["slot"] == "0000:17:00.0"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "01:00.1 Audio device: NVIDIA Corporation GA102 High Definition Audio Controller (rev a1)",  # the GPU's HDMI audio
+        "01:00.2 USB controller: NVIDIA Corporation TU104 USB 3.1 Host Controller (rev a1)",
+        "01:00/0 3D controller: NVIDIA Corporation TU104GL [Tesla T4] (rev a1)",
+        "3D controller: NVIDIA Corporation TU104GL [Tesla T4] (rev a1)",
+    ],
+)
+def test_other_nvidia_functions_and_garbled_lspci_lines_are_no_gpu(line):
+    assert NvidiaPciDevices().process([line]) == []
+
+
+@pytest.mark.parametrize(
     ("fact", "lines", "expected"),
     [
         (NvidiaDriverInstalled, ["570.172.08"], "570.172.08"),
@@ -350,3 +386,28 @@ def test_topology_counts_offline_cores_apart_from_online_ones():
 def test_topology_without_present_reports_no_offline_cores():
     topo = CpuTopology().process([f"{TOPO}/online:0-1", f"{TOPO}/present:garbled"])
     assert "present" not in topo and "offline_cores" not in topo
+
+
+def test_offline_cpus_group_by_thread_siblings_list_where_core_cpus_list_is_missing():
+    # a 4.9 kernel (Jetson Nano) has only thread_siblings_list: offline SMT pairs group by it, online ones hold theirs
+    topo = CpuTopology().process([
+        f"{TOPO}/online:0-1", f"{TOPO}/present:0-7",
+        f"{TOPO}/cpu0/topology/thread_siblings_list:0,4", f"{TOPO}/cpu1/topology/thread_siblings_list:1,5",
+        f"{TOPO}/cpu2/topology/thread_siblings_list:2,6", f"{TOPO}/cpu6/topology/thread_siblings_list:2,6",
+        f"{TOPO}/cpu3/topology/thread_siblings_list:3,7", f"{TOPO}/cpu7/topology/thread_siblings_list:3,7",
+    ])
+    assert topo["cores"] == [[0], [1]] and topo["offline_cores"] == 2  # 4 and 5 are threads of online cores
+
+
+def test_loose_offline_cpus_count_as_cores_of_the_widest_online_core():
+    topo = CpuTopology().process([
+        f"{TOPO}/online:0-2", f"{TOPO}/present:0-4",
+        f"{TOPO}/cpu0/topology/core_cpus_list:0-1", f"{TOPO}/cpu1/topology/core_cpus_list:0-1",
+        f"{TOPO}/cpu2/topology/core_cpus_list:2",
+    ])
+    assert topo["cores"] == [[0, 1], [2]] and topo["offline_cores"] == 1  # CPUs 3-4: one two-thread core
+
+
+def test_a_garbled_node_cpulist_is_an_empty_node():
+    topo = CpuTopology().process([f"{TOPO}/online:0-1", "/sys/devices/system/node/node0/cpulist:0-x"])
+    assert topo["numa_nodes"] == {0: []}

@@ -187,10 +187,8 @@ def parse_cpuinfo(lines: list[str]) -> CpuIsaInfo:
     flags: list[str] = []
     model = None
     for line in lines:
-        key, sep, value = line.partition(":")
+        key, _, value = line.partition(":")
         key = key.strip().lower()
-        if not sep:
-            continue
         if key in ("flags", "features") and not flags:
             flags = value.split()
         elif key == "model name" and model is None:
