@@ -230,3 +230,19 @@ def test_auto_on_gpu_node_without_driver_refuses(tmp_path, catalog):
 def test_limit_globs_and_comma_lists(inventory, catalog):
     hosts = [r.verdict.host for r in preflight_fleet(load_fleet(str(inventory), limit=("@fake/n*,@fake/t4",)), catalog)]
     assert hosts == ["@fake/nano-adv", "@fake/t4"]
+
+
+def test_upgrade_shard_versions_are_checked_before_any_host_is_touched(inventory, tmp_path):
+    state = tmp_path / "state.json"
+    bad = subprocess.run(
+        [sys.executable, "-m", "tierfleet", "upgrade", "-i", str(inventory), "--shard-version", "chat=2",
+         "--state", str(state)], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2, bad.stderr
+    assert ("fleet.py: host @fake/orin: shard_versions: no shard 'chat' on this host; its shards: none (the host "
+            "serves one model: use model_version)") in bad.stderr
+    assert not state.exists()  # nothing started
+    for value in ("chat", "chat=2,code=3", "=2"):
+        res = run_cli("upgrade", "-i", str(inventory), "--shard-version", value, "--state", str(state))
+        assert res.exit_code == 2 and "--shard-version" in res.output, (value, res.output)
+    res = run_cli("upgrade", "-i", str(inventory), "--shard-version", "a=1", "--shard-version", "a=2")
+    assert res.exit_code == 2 and "shard 'a' is given twice" in res.output

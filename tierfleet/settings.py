@@ -130,11 +130,45 @@ class HostSettings(pydantic.BaseModel):
         description="model shards loaded on demand ({name, model, version, ttl, preload, pinned, context_size, "
         "parallel}); overrides the tier's; [] turns the tier's off",
     )
+    shard_versions: dict[str, str] | None = pydantic.Field(
+        default=None,
+        description="versions of the host's shards by shard name (a mapping, or 'chat=2,code=3' as --data and "
+        "tierfleet upgrade --shard-version give it); over each shard's own version. A shard that names no "
+        "version takes model_version",
+    )
     shard_memory_budget_gb: float | None = pydantic.Field(
         default=None, gt=0, le=100000,
         description="memory the loaded shards may hold, decimal GB (default: from the host's GPU memory, unified "
         "memory or RAM, see tierfleet.shards.default_budget)",
     )
+
+    @pydantic.field_validator("shard_versions", mode="before")
+    @classmethod
+    def _shard_versions(cls, v: Any) -> Any:
+        return parse_shard_versions(v)
+
+
+def parse_shard_versions(value: Any) -> Any:
+    """``chat=2,code=3`` (what ``--data`` carries) into a mapping; a mapping is left to the field's own checks.
+
+    >>> parse_shard_versions("chat=2, code=3"), parse_shard_versions({"chat": "2"})
+    ({'chat': '2', 'code': '3'}, {'chat': '2'})
+    >>> parse_shard_versions("chat")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'chat' is not NAME=VERSION (e.g. chat=2,code=3)
+    """
+    if not isinstance(value, str):
+        return value
+    out: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, sep, version = (x.strip() for x in item.partition("="))
+        if not sep or not name or not version:
+            raise ValueError(f"{item!r} is not NAME=VERSION (e.g. chat=2,code=3)")
+        if name in out:
+            raise ValueError(f"shard {name!r} is given twice")
+        out[name] = version
+    return out
 
 
 CUDA_REPOS = "https://developer.download.nvidia.com/compute/cuda/repos"
@@ -192,8 +226,33 @@ def host_settings(data: dict[str, Any], catalog: Catalog, source: str) -> HostSe
     if settings.tier != "auto" and settings.tier not in catalog.tiers:
         allowed = ", ".join(("auto", *catalog.names))
         raise InventoryError(source, "tier", f"unknown tier {settings.tier!r}; allowed: {allowed}")
+    _check_shard_versions(settings, catalog, source)
     _check_release_ids(settings, catalog, source)
     return settings
+
+
+def _check_shard_versions(settings: HostSettings, catalog: Catalog, source: str) -> None:
+    """Every name in ``shard_versions`` is a shard the host serves, and every shard's release id (at the version
+    :func:`tierfleet.deploys.shards.effective_shards` gives it) is valid."""
+    if settings.shards is not None:
+        shards = list(settings.shards)
+    else:
+        tiers = catalog.ordered() if settings.tier == "auto" else [catalog.tier(settings.tier)]
+        shards = [sh for t in tiers for sh in t.shards]
+    names = {sh.name: sh for sh in shards}
+    versions = settings.shard_versions or {}
+    for name in versions:
+        if name not in names:
+            served = ", ".join(sorted(names)) or "none (the host serves one model: use model_version)"
+            raise InventoryError(source, "shard_versions", f"no shard {name!r} on this host; its shards: {served}")
+    for sh in shards:
+        key = "shard_versions" if sh.name in versions else "version" if "version" in sh.model_fields_set \
+            else "model_version"
+        version = versions.get(sh.name) or (sh.version if key == "version" else settings.model_version)
+        try:
+            rules.model_release_id(sh.model.name, sh.model.quant, version)
+        except RuleError as exc:
+            raise InventoryError(source, "shards" if key == "version" else key, f"shard {sh.name}: {exc}") from None
 
 
 def _check_release_ids(settings: HostSettings, catalog: Catalog, source: str) -> None:

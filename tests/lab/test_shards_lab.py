@@ -65,6 +65,9 @@ def shard_lab(tmp_path_factory):
             quant = "F16" if n == "b" else "Q8_0"
             publish(store, fs, kind="model", name=f"shard-{n}-{quant}", version="1", compress=True, level=3)
             models[n] = model(f"shard-{n}", quant, fs[0].name, sum(f.stat().st_size for f in fs))
+        # a's version 2 (other weights, same file name), for `tierfleet upgrade --shard-version a=2`
+        publish(store, write_tiny_gguf(work / "a2" / "a.gguf", qtype="q8_0", seed=31), kind="model",
+                name="shard-a-Q8_0", version="2", compress=True, level=3)
         sign_lab_store(lab.root, log=lambda _: None, lab_cache=lab.cache)
         data = {
             # a's TTL is far longer than the test: it is evicted, never timed out (b's TTL 0 is the TTL case)
@@ -203,6 +206,27 @@ def test_router_shards_on_the_cpu_server(shard_lab, tmp_path):
     assert after["shards"] == before["shards"] and "metrics_url" not in after["runtime"]
     assert daemon(lab, CPU)["policy"]["hash"] == report["hosts"][CPU]["after"]["policy"]
     assert ask(lab, CPU, "a")[0] == 200 and shards(lab, CPU)["c"]["state"] == "loaded"
+
+    # one shard upgraded through the rollout: a moves to version 2, b and c stay where they are
+    rc, report, out = upgrade(lab, inv, tmp_path, "--shard-version", "a=2")
+    assert rc == 0 and report["hosts"][CPU]["status"] == "ok", out[-3000:]
+    current = {n: sh(lab, CPU, f"readlink /var/lib/tierfleet/models/shards/{n}/current") for n in "abc"}
+    assert [v.rsplit("/", 1)[-1] for v in current.values()] == ["shard-a-Q8_0-2", "shard-b-F16-1", "shard-c-Q8_0-1"]
+    assert ask(lab, CPU, "a")[0] == 200 and ask(lab, CPU, "b")[0] == 200
+
+
+def upgrade(lab, inv, tmp_path, *args: str) -> tuple[int, dict | None, str]:
+    import os
+    import subprocess
+    import sys
+
+    exe = str(Path(sys.executable).with_name("tierfleet"))
+    report = tmp_path / "upgrade.json"
+    run = subprocess.run([exe, "upgrade", "-i", str(inv), "--limit", CPU, *args, "--state",
+                          str(tmp_path / "upgrade-state.json"), "--report", str(report), "--json"],
+                         capture_output=True, text=True, cwd=REPO, timeout=900,
+                         env=dict(os.environ, TIERFLEET_LAB_DIR=str(lab.root)))
+    return run.returncode, json.loads(report.read_text()) if report.exists() else None, run.stdout + run.stderr
 
 
 def policy_rollout(lab, inv, tmp_path) -> tuple[int, dict | None, str]:

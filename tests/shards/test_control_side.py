@@ -290,3 +290,47 @@ def test_the_router_accepts_the_rendered_preset_and_its_health_check(router, tin
                          text=True, timeout=120)
     assert out.stdout.strip().endswith("ok=1") and r.states()["c"] == "loaded"
     assert complete(r.url, "a")[0] == 400  # autoload only where the health check asks for it
+
+
+def test_shard_versions_follow_model_version_unless_named():
+    """A shard that names no version follows the host's model_version (what `upgrade --model-version` sets);
+    shard_versions (`upgrade --shard-version NAME=V`, or `--data shard_versions=a=3,b=4`) wins over both."""
+    from tierfleet.deploys.shards import effective_shards
+
+    cat = load_catalog()
+    data = {"shards": [{"name": "a", "model": TINY}, {"name": "b", "model": TINY, "version": "7"}]}
+    for extra, versions in [
+        ({}, ["1", "7"]),
+        ({"model_version": "2"}, ["2", "7"]),
+        ({"model_version": "2", "shard_versions": "b=8"}, ["2", "8"]),
+        ({"shard_versions": {"a": "3", "b": "4"}}, ["3", "4"]),
+        ({"shard_versions": " a = 3 , "}, ["3", "7"]),
+    ]:
+        s = host_settings({**data, **extra}, cat, "inv.py: host a")
+        shards = effective_shards(s.shards, cat.tier("basic"), s.model_version, s.shard_versions)
+        assert [sh.version for sh in shards] == versions, extra
+        assert [sh.name for sh in shards] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "problem"),
+    [
+        ({"shard_versions": "c=2"}, "shard_versions", "no shard 'c' on this host; its shards: a, b"),
+        ({"shard_versions": "a"}, "shard_versions", "'a' is not NAME=VERSION"),
+        ({"shard_versions": "a=2,a=3"}, "shard_versions", "shard 'a' is given twice"),
+        ({"shard_versions": "a=2/../x"}, "shard_versions", "shard a:"),
+        ({"shard_versions": {"a": ["2"]}}, "shard_versions.a", "valid string"),
+        ({"model_version": "2026.11.1"}, "model_version", "shard a: the release id <name>-<quant>-<version> is 135"),
+    ],
+)
+def test_bad_shard_versions_name_the_key(extra, key, problem):
+    long = {**TINY, "name": "m" * 120}  # a valid release id at version 1, too long at 2026.11.1
+    data = {"shards": [{"name": "a", "model": long}, {"name": "b", "model": TINY, "version": "7"}], **extra}
+    with pytest.raises(InventoryError) as err:
+        host_settings(data, load_catalog(), "inv.py: host a")
+    assert (err.value.source, err.value.key) == ("inv.py: host a", key) and problem in err.value.problem, err.value
+
+
+def test_shard_versions_on_a_host_without_shards_say_so():
+    with pytest.raises(InventoryError, match="its shards: none \\(the host serves one model: use model_version\\)"):
+        host_settings({"shard_versions": "a=2"}, load_catalog(), "inv.py: host a")

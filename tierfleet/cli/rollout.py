@@ -193,13 +193,30 @@ def _execute(ctx: click.Context, st: rstate.RolloutState, state_path: Path, repo
     ctx.exit(0 if st.report()["ok"] else 1)
 
 
+def _shard_versions(values: tuple[str, ...]) -> str:
+    """``--shard-version chat=2 --shard-version code=3`` as the ``shard_versions`` data string ``chat=2,code=3``."""
+    from tierfleet.settings import parse_shard_versions
+
+    try:
+        versions = parse_shard_versions(",".join(values))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--shard-version") from None
+    if any("," in v for v in values):
+        raise click.BadParameter("one NAME=VERSION per --shard-version", param_hint="--shard-version")
+    return ",".join(f"{k}={v}" for k, v in versions.items())
+
+
 @click.command()
 @click.option("--model-version", help="The model version to roll out (inventory key model_version).")
+@click.option("--shard-version", "shard_versions", multiple=True, metavar="NAME=VERSION",
+              help="A model shard's version to roll out (shard_versions; repeatable). Shards that name no version "
+              "follow --model-version.")
 @click.option("--runtime-version", help="The llama-server version to roll out (runtime_version).")
 @click.option("--driver-branch", help="The NVIDIA driver branch to roll out (GPU nodes reboot into it).")
 @rollout_options
 @click.pass_context
-def upgrade(ctx: click.Context, inventory: str | None, limit, model_version, runtime_version, driver_branch, data,
+def upgrade(ctx: click.Context, inventory: str | None, limit, model_version, shard_versions, runtime_version,
+            driver_branch, data,
             serial, order, canaries, max_fail_pct, host_timeout, forks, state_path: Path, report_path: Path | None,
             resume: bool, retry_failed: bool, dry_run: bool, as_json: bool) -> None:
     """Upgrade model, runtime or driver branch across an inventory in batches, each host behind its health gate.
@@ -210,7 +227,7 @@ def upgrade(ctx: click.Context, inventory: str | None, limit, model_version, run
     if resume and retry_failed:
         raise click.UsageError("--resume and --retry-failed are two different runs; give one")
     if resume or retry_failed:
-        if inventory or model_version or runtime_version or driver_branch or data:
+        if inventory or model_version or shard_versions or runtime_version or driver_branch or data:
             raise click.UsageError("--resume/--retry-failed take the inventory and versions from --state")
         st = _load_state(state_path, resume, retry_failed, "upgrade")
     else:
@@ -218,12 +235,12 @@ def upgrade(ctx: click.Context, inventory: str | None, limit, model_version, run
             raise click.UsageError("give -i INVENTORY (or --resume / --retry-failed)")
         overrides = parse_data(data)
         for key, value in (("model_version", model_version), ("runtime_version", runtime_version),
-                           ("nvidia_driver_branch", driver_branch)):
+                           ("nvidia_driver_branch", driver_branch), ("shard_versions", _shard_versions(shard_versions))):
             if value:
                 overrides[key] = value
         if not overrides:
-            raise click.UsageError("nothing to upgrade: give --model-version, --runtime-version, --driver-branch "
-                                   "or --data")
+            raise click.UsageError("nothing to upgrade: give --model-version, --shard-version, --runtime-version, "
+                                   "--driver-branch or --data")
         _check_new(state_path, dry_run)
         st = _new_state(inventory, limit, overrides, serial, order, canaries, max_fail_pct, host_timeout)
     if dry_run:

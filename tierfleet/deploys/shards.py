@@ -24,9 +24,27 @@ PRESET_PATH = "/etc/tierfleet/shards.ini"
 MEMORY_KIND = {"cpu": "ram", "gpu": "gpu", "jetson": "unified"}
 
 
-def effective_shards(host_shards: tuple[ShardSpec, ...] | None, tier: Tier) -> tuple[ShardSpec, ...]:
-    """The host's own ``shards`` data when set (``[]`` turns the tier's off), else the tier's."""
-    return tuple(host_shards) if host_shards is not None else tuple(tier.shards)
+def effective_shards(host_shards: tuple[ShardSpec, ...] | None, tier: Tier, model_version: str = "1",
+                     versions: dict[str, str] | None = None) -> tuple[ShardSpec, ...]:
+    """The host's own ``shards`` data when set (``[]`` turns the tier's off), else the tier's, each at its version:
+    ``versions[name]`` (``shard_versions``, what ``tierfleet upgrade --shard-version`` sets), else the version the
+    shard names, else the host's ``model_version``.
+
+    >>> from tierfleet.catalog import load_catalog
+    >>> m = load_catalog().tier("basic").model
+    >>> own, bare = ShardSpec(name="a", model=m, version="3"), ShardSpec(name="b", model=m)
+    >>> [s.version for s in effective_shards((own, bare), load_catalog().tier("basic"), "2")]
+    ['3', '2']
+    >>> [s.version for s in effective_shards((own, bare), load_catalog().tier("basic"), "2", {"a": "4"})]
+    ['4', '2']
+    """
+    shards = tuple(host_shards) if host_shards is not None else tuple(tier.shards)
+    versions = versions or {}
+    out = []
+    for sh in shards:
+        version = versions.get(sh.name) or (sh.version if "version" in sh.model_fields_set else model_version)
+        out.append(sh if version == sh.version else sh.model_copy(update={"version": version}))
+    return tuple(out)
 
 
 def shard_root(model_root: str, name: str) -> str:

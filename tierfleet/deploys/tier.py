@@ -129,7 +129,7 @@ def tier(tier: str | None = None) -> None:
     store = settings.artifact_store.rstrip("/")
     model_root = settings.model_dir.rstrip("/")
     # model shards (tierfleet.shards): one is the host's model, put to sleep when idle; several run in router mode
-    shards = effective_shards(settings.shards, chosen)
+    shards = effective_shards(settings.shards, chosen, settings.model_version, settings.shard_versions)
     model_version = settings.model_version
     if len(shards) == 1:
         model, model_version = shards[0].model, shards[0].version
