@@ -5,6 +5,7 @@ Usage::
     python bench/shards.py                        # a ~200 MB and a ~60 MB Q8_0 GGUF, 400 gate requests
     python bench/shards.py --size-mb 500 --requests 1000
     python bench/shards.py --file model.gguf      # a real model (first file of a split set) instead
+    python bench/shards.py --runtime-arg=--no-warmup   # the router (and so its children) with more arguments
 
 Needs the cached llama-server build (``make runtime``). Prints, on this machine:
 
@@ -111,7 +112,7 @@ def used_bytes() -> int:
 
 
 class Setup:
-    def __init__(self, work: Path, models: dict[str, list[Path]], budget: int) -> None:
+    def __init__(self, work: Path, models: dict[str, list[Path]], budget: int, extra: list[str] = ()) -> None:
         rt = cached_runtime(REPO / ".cache" / "runtime")
         if rt is None:
             sys.exit("no cached llama-server: run `make runtime` first")
@@ -124,7 +125,7 @@ class Setup:
         self.rport, self.gport = free_port(), free_port()
         self.router = subprocess.Popen(
             [str(self.server), "--host", "127.0.0.1", "--port", str(self.rport), "--models-preset", str(preset),
-             "--models-max", str(len(models)), "--no-models-autoload"],
+             "--models-max", str(len(models)), "--no-models-autoload", *extra],
             stdout=open(work / "router.log", "wb"), stderr=subprocess.STDOUT)
         est = {n: estimate_memory(gguf_info(f), 512, 1, "cpu", 0).budget_bytes for n, f in models.items()}
         cfg = parse_shards({"mode": "router", "listen": f"127.0.0.1:{self.gport}",
@@ -188,6 +189,9 @@ def main() -> None:
     ap.add_argument("--file", type=Path, help="measure this GGUF (first file of a split set) as the big shard")
     ap.add_argument("--requests", type=int, default=400, help="requests per path for the added latency")
     ap.add_argument("--repeat", type=int, default=3, help="wake-ups per cache state")
+    ap.add_argument("--runtime-arg", action="append", default=[], metavar="ARG",
+                    help="an argument for llama-server's router, which its children inherit (repeatable), e.g. "
+                    "--runtime-arg=--no-warmup to see the warm-up's share of a wake-up")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(dir=REPO / ".cache") as tmp:
@@ -201,10 +205,10 @@ def main() -> None:
             big = [write_sized_gguf(work / "big" / "big.gguf", args.size_mb * MB, seed=1)]
         tiny = write_tiny_gguf(work / "tiny" / "tiny.gguf", qtype="q8_0", seed=1)
         size = sum(f.stat().st_size for f in big)
-        setup = Setup(work, {"big": big, "tiny": tiny}, budget=1 << 50)
+        setup = Setup(work, {"big": big, "tiny": tiny}, budget=1 << 50, extra=args.runtime_arg)
         try:
             print(f"\nmachine: {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.1f} GiB; "
-                  f"llama-server {setup.server}")
+                  f"llama-server {setup.server} {' '.join(args.runtime_arg)}".rstrip())
             print(f"big shard: {size / MB:.0f} MB in {len(big)} file(s); tiny: {tiny[0].stat().st_size / 1e3:.0f} kB")
 
             # 1. wake-up vs sequential read

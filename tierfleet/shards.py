@@ -158,19 +158,6 @@ def check_shard_list(shards: tuple[ShardSpec, ...], source: str, key: str = "sha
         seen.add(s.name)
 
 
-def fmt_bytes(n: float) -> str:
-    """``1.5 GiB``, ``300 MiB``, ``12 KiB``, ``5 B`` (binary units, as llama.cpp prints sizes).
-
-    >>> fmt_bytes(1536 * 2**20), fmt_bytes(300 * 2**20), fmt_bytes(5)
-    ('1.5 GiB', '300 MiB', '5 B')
-    """
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= size:
-            v = n / size
-            return f"{v:.1f} {unit}" if v < 10 and unit == "GiB" else f"{v:.0f} {unit}"
-    return f"{int(n)} B"
-
-
 # --- what the files hold -----------------------------------------------------------------------
 
 def gguf_info(paths: list[Path]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from tierfleet.catalog import GB, Tier
 from tierfleet.exceptions import ConfigError
 from tierfleet.shards import PresetShard, ShardSpec, default_budget, estimate_memory, info_from_manifest, \
     render_preset, sleep_seconds
-from tierfleet.shards import fmt_bytes as _fmt
+from tierfleet_ops.shards import fmt_bytes as _fmt
 
 #: where the router's preset lives on a host
 PRESET_PATH = "/etc/tierfleet/shards.ini"
