@@ -54,7 +54,7 @@ if str(REPO) not in sys.path:
 
 from tierfleet.lab.fleet import Lab  # noqa: E402
 from tierfleet.lab.runner import grand_total  # noqa: E402
-from tierfleet.lab.spec import block_address  # noqa: E402
+from tierfleet.lab.spec import address_block  # noqa: E402
 from tierfleet.lab.system import cgroup2_root  # noqa: E402
 
 ANSIBLE_DIR = REPO / "bench" / "ansible"
@@ -676,37 +676,32 @@ def run_bench(*, sizes: list[int], scale_sizes: list[int], reps: int, out: Path,
     started = machine()
     cache = REPO / ".cache" / "bench"
     debs = prereq_debs(cache / "debs", log)
-    old_base = os.environ.get("TIERFLEET_LAB_ADDR_BASE")
-    os.environ["TIERFLEET_LAB_ADDR_BASE"] = block_address(first_octet)
-    lab = Lab(lab_dir or cache / "lab", log=lambda m: None)
-    runs: list[Run] = []
-    checks: dict = {}
-    try:
-        with tempfile.TemporaryDirectory(prefix="tierfleet-bench-") as tmp:
-            work = Path(tmp)
-            (work / "ansible-tmp").mkdir()
-            tools = Tools(lab, work, log)
-            names = fresh_hosts(lab, 1, debs, log)
-            del names
-            from tierfleet.lab.artifacts import publish_lab_artifacts
+    with address_block(first_octet):
+        lab = Lab(lab_dir or cache / "lab", log=lambda m: None)
+        runs: list[Run] = []
+        checks: dict = {}
+        try:
+            with tempfile.TemporaryDirectory(prefix="tierfleet-bench-") as tmp:
+                work = Path(tmp)
+                (work / "ansible-tmp").mkdir()
+                tools = Tools(lab, work, log)
+                names = fresh_hosts(lab, 1, debs, log)
+                del names
+                from tierfleet.lab.artifacts import publish_lab_artifacts
 
-            publish_lab_artifacts(lab.root, REPO / ".cache" / "runtime", log=lambda m: None)
-            try:
-                got, checks = compare(lab, tools, sizes, reps, debs, log)
-                runs += got
-                runs += scale(lab, tools, [n for n in scale_sizes if n not in sizes], reps, debs, log)
-            except BenchError:
-                kept = out / "logs"
-                kept.mkdir(exist_ok=True)
-                for f in work.glob("*.log"):
-                    (kept / f.name).write_text(f.read_text())
-                raise
-    finally:
-        lab.down()
-        if old_base is None:
-            os.environ.pop("TIERFLEET_LAB_ADDR_BASE", None)
-        else:
-            os.environ["TIERFLEET_LAB_ADDR_BASE"] = old_base
+                publish_lab_artifacts(lab.root, REPO / ".cache" / "runtime", log=lambda m: None)
+                try:
+                    got, checks = compare(lab, tools, sizes, reps, debs, log)
+                    runs += got
+                    runs += scale(lab, tools, [n for n in scale_sizes if n not in sizes], reps, debs, log)
+                except BenchError:
+                    kept = out / "logs"
+                    kept.mkdir(exist_ok=True)
+                    for f in work.glob("*.log"):
+                        (kept / f.name).write_text(f.read_text())
+                    raise
+        finally:
+            lab.down()
     result = {
         "machine": started,
         "versions": versions(),

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tierfleet.lab.runner import grand_total, run_pyinfra
-from tierfleet.lab.spec import block_address
+from tierfleet.lab.spec import address_block
 from tierfleet.lab.system import wait_until
 
 pytestmark = pytest.mark.lab
@@ -50,43 +50,38 @@ def shard_lab(tmp_path_factory):
     if cached_runtime(REPO / ".cache" / "runtime") is None:
         pytest.skip("no cached llama-server: `make runtime` builds it")
     root = tmp_path_factory.mktemp("shard-lab")
-    saved = os.environ.get("TIERFLEET_LAB_ADDR_BASE")
-    os.environ["TIERFLEET_LAB_ADDR_BASE"] = block_address(180)
-    lab = Lab(root)
-    try:
-        lab.up([(CPU, CPU), (JETSON, JETSON)])
-        publish_lab_artifacts(lab.root, REPO / ".cache" / "runtime", log=lambda _: None, lab_cache=lab.cache)
-        store, work = artifacts_dir(lab.root), tmp_path_factory.mktemp("shard-models")
-        files = {"a": write_tiny_gguf(work / "a" / "a.gguf", qtype="q8_0", seed=21),
-                 "b": write_tiny_gguf(work / "b" / "b.gguf", qtype="f16", seed=22),
-                 "c": write_tiny_gguf(work / "c" / "c.gguf", qtype="q8_0", seed=23, split_max_tensors=8)}
-        models = {}
-        for n, fs in files.items():
-            quant = "F16" if n == "b" else "Q8_0"
-            publish(store, fs, kind="model", name=f"shard-{n}-{quant}", version="1", compress=True, level=3)
-            models[n] = model(f"shard-{n}", quant, fs[0].name, sum(f.stat().st_size for f in fs))
-        # a's version 2 (other weights, same file name), for `tierfleet upgrade --shard-version a=2`
-        publish(store, write_tiny_gguf(work / "a2" / "a.gguf", qtype="q8_0", seed=31), kind="model",
-                name="shard-a-Q8_0", version="2", compress=True, level=3)
-        sign_lab_store(lab.root, log=lambda _: None, lab_cache=lab.cache)
-        data = {
-            # a's TTL is far longer than the test: it is evicted, never timed out (b's TTL 0 is the TTL case)
-            CPU: {"shards": [{"name": "a", "model": models["a"], "ttl": "1h"},
-                             {"name": "b", "model": models["b"], "ttl": 0},
-                             {"name": "c", "model": models["c"], "pinned": True}],
-                  # each tiny shard is estimated at ~70 MB with the advanced tier's context: room for two
-                  "shard_memory_budget_gb": 0.15},
-            JETSON: {"shards": [{"name": "solo", "model": models["a"], "ttl": "2s"}]},
-        }
-        inv = root / "inventory_shards.py"
-        inv.write_text(INVENTORY.format(repo=str(REPO), data=data))
-        yield lab, inv
-    finally:
-        lab.down()
-        if saved is None:
-            os.environ.pop("TIERFLEET_LAB_ADDR_BASE", None)
-        else:
-            os.environ["TIERFLEET_LAB_ADDR_BASE"] = saved
+    with address_block(180):
+        lab = Lab(root)
+        try:
+            lab.up([(CPU, CPU), (JETSON, JETSON)])
+            publish_lab_artifacts(lab.root, REPO / ".cache" / "runtime", log=lambda _: None, lab_cache=lab.cache)
+            store, work = artifacts_dir(lab.root), tmp_path_factory.mktemp("shard-models")
+            files = {"a": write_tiny_gguf(work / "a" / "a.gguf", qtype="q8_0", seed=21),
+                     "b": write_tiny_gguf(work / "b" / "b.gguf", qtype="f16", seed=22),
+                     "c": write_tiny_gguf(work / "c" / "c.gguf", qtype="q8_0", seed=23, split_max_tensors=8)}
+            models = {}
+            for n, fs in files.items():
+                quant = "F16" if n == "b" else "Q8_0"
+                publish(store, fs, kind="model", name=f"shard-{n}-{quant}", version="1", compress=True, level=3)
+                models[n] = model(f"shard-{n}", quant, fs[0].name, sum(f.stat().st_size for f in fs))
+            # a's version 2 (other weights, same file name), for `tierfleet upgrade --shard-version a=2`
+            publish(store, write_tiny_gguf(work / "a2" / "a.gguf", qtype="q8_0", seed=31), kind="model",
+                    name="shard-a-Q8_0", version="2", compress=True, level=3)
+            sign_lab_store(lab.root, log=lambda _: None, lab_cache=lab.cache)
+            data = {
+                # a's TTL is far longer than the test: it is evicted, never timed out (b's TTL 0 is the TTL case)
+                CPU: {"shards": [{"name": "a", "model": models["a"], "ttl": "1h"},
+                                 {"name": "b", "model": models["b"], "ttl": 0},
+                                 {"name": "c", "model": models["c"], "pinned": True}],
+                      # each tiny shard is estimated at ~70 MB with the advanced tier's context: room for two
+                      "shard_memory_budget_gb": 0.15},
+                JETSON: {"shards": [{"name": "solo", "model": models["a"], "ttl": "2s"}]},
+            }
+            inv = root / "inventory_shards.py"
+            inv.write_text(INVENTORY.format(repo=str(REPO), data=data))
+            yield lab, inv
+        finally:
+            lab.down()
 
 
 INVENTORY = '''

@@ -1,7 +1,7 @@
 """Lab figures: up/down time and memory per host for fleets of N hosts (``tierfleet lab bench``).
 
 Uses its own state dir and addresses (``.201`` onwards in the address block,
-:func:`tierfleet.lab.spec.block_address`) so it never touches a running lab.
+:func:`tierfleet.lab.spec.address_block`) so it never touches a running lab.
 Memory per host is summed over every process in the host's cgroup (supervisor, nspawn, the
 container, its bridges): RSS and PSS from ``/proc/<pid>/smaps_rollup``; "memcg" is what the host's
 memory cgroup is charged (processes plus the page cache of its files); "machine" is the growth of
@@ -10,13 +10,12 @@ free(1)'s "used" (MemTotal - MemFree - Buffers - Cached - SReclaimable) while th
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
 
 from tierfleet.lab.fleet import Lab
-from tierfleet.lab.spec import block_address, cycle_spec
+from tierfleet.lab.spec import address_block, cycle_spec
 from tierfleet.lab.system import cgroup_memory_bytes, cgroup_pids
 
 
@@ -45,9 +44,7 @@ def _rss_pss_kib(pids: list[int]) -> tuple[int, int]:
 
 
 def bench_one(n: int, log=print) -> dict:
-    with tempfile.TemporaryDirectory(prefix="tierfleet-lab-bench-") as tmp:
-        old = os.environ.get("TIERFLEET_LAB_ADDR_BASE")
-        os.environ["TIERFLEET_LAB_ADDR_BASE"] = block_address(200)
+    with tempfile.TemporaryDirectory(prefix="tierfleet-lab-bench-") as tmp, address_block(200):
         lab = Lab(Path(tmp) / "lab", log=log)
         try:
             lab.up(cycle_spec(1))  # warm the caches (base, apt repo) outside the measurement
@@ -70,10 +67,6 @@ def bench_one(n: int, log=print) -> dict:
             t_down = time.monotonic() - t2
         finally:
             lab.down()
-            if old is None:
-                os.environ.pop("TIERFLEET_LAB_ADDR_BASE", None)
-            else:
-                os.environ["TIERFLEET_LAB_ADDR_BASE"] = old
     return {
         "n": n,
         "up_ssh_s": t_ssh,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from tierfleet.exceptions import ConfigError
 from tierfleet.lab.profiles import PROFILES, get_profile
@@ -56,6 +58,21 @@ def block_address(last_octet: int) -> str:
     env = os.environ.get(ADDR_BASE_ENV, "127.0.0.10")
     prefix = env.rsplit(".", 1)[0] if env.startswith("127.") and env.count(".") == 3 else "127.0.0"
     return f"{prefix}.{last_octet}"
+
+
+@contextmanager
+def address_block(last_octet: int) -> Iterator[str]:
+    """Labs made inside take their addresses from :func:`block_address` ``(last_octet)`` onwards (a test's or a
+    benchmark's own lab beside the checkout's); ``$TIERFLEET_LAB_ADDR_BASE`` is put back after."""
+    old = os.environ.get(ADDR_BASE_ENV)
+    os.environ[ADDR_BASE_ENV] = base = block_address(last_octet)
+    try:
+        yield base
+    finally:
+        if old is None:
+            os.environ.pop(ADDR_BASE_ENV, None)
+        else:
+            os.environ[ADDR_BASE_ENV] = old
 
 
 def addresses(count: int) -> list[str]:
