@@ -23,6 +23,8 @@ _PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9.+-]{1,127}")
 ModelDir = Annotated[str, pydantic.AfterValidator(rules.model_dir)]
 HttpUrl = Annotated[str, pydantic.AfterValidator(rules.http_url)]
 Store = Annotated[str, pydantic.AfterValidator(rules.store)]
+#: a version in the store (model_version, runtime_version, a shard's)
+Version = Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")]
 
 DEFAULT_MODEL_DIR = "/var/lib/tierfleet/models"
 
@@ -130,7 +132,7 @@ class HostSettings(pydantic.BaseModel):
         description="model shards loaded on demand ({name, model, version, ttl, preload, pinned, context_size, "
         "parallel}); overrides the tier's; [] turns the tier's off",
     )
-    shard_versions: dict[str, str] | None = pydantic.Field(
+    shard_versions: dict[str, Version] | None = pydantic.Field(
         default=None,
         description="versions of the host's shards by shard name (a mapping, or 'chat=2,code=3' as --data and "
         "tierfleet upgrade --shard-version give it); over each shard's own version. A shard that names no "
