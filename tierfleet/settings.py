@@ -14,7 +14,7 @@ from tierfleet import rules
 from tierfleet.artifacts.signing import load_public_key
 from tierfleet.catalog import Catalog, ModelArtifact
 from tierfleet.exceptions import ConfigError, InventoryError, RuleError
-from tierfleet.shards import ShardSpec, check_shard_list
+from tierfleet.shards import ShardSpec, check_shard_list, shard_version
 from tierfleet.validation import validate
 
 _PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9.+-]{1,127}")
@@ -235,7 +235,7 @@ def host_settings(data: dict[str, Any], catalog: Catalog, source: str) -> HostSe
 
 def _check_shard_versions(settings: HostSettings, catalog: Catalog, source: str) -> None:
     """Every name in ``shard_versions`` is a shard the host serves, and every shard's release id (at the version
-    :func:`tierfleet.deploys.shards.effective_shards` gives it) is valid."""
+    :func:`tierfleet.shards.shard_version` gives it) is valid."""
     if settings.shards is not None:
         shards = list(settings.shards)
     else:
@@ -248,13 +248,11 @@ def _check_shard_versions(settings: HostSettings, catalog: Catalog, source: str)
             served = ", ".join(sorted(names)) or "none (the host serves one model: use model_version)"
             raise InventoryError(source, "shard_versions", f"no shard {name!r} on this host; its shards: {served}")
     for sh in shards:
-        key = "shard_versions" if sh.name in versions else "version" if "version" in sh.model_fields_set \
-            else "model_version"
-        version = versions.get(sh.name) or (sh.version if key == "version" else settings.model_version)
+        version, key = shard_version(sh, settings.model_version, versions)
         try:
             rules.model_release_id(sh.model.name, sh.model.quant, version)
         except RuleError as exc:
-            raise InventoryError(source, "shards" if key == "version" else key, f"shard {sh.name}: {exc}") from None
+            raise InventoryError(source, key, f"shard {sh.name}: {exc}") from None
 
 
 def _check_release_ids(settings: HostSettings, catalog: Catalog, source: str) -> None:

@@ -148,6 +148,25 @@ class ShardSpec(pydantic.BaseModel):
         return -1.0 if self.pinned else self.ttl
 
 
+def shard_version(shard: ShardSpec, model_version: str, versions: dict[str, str] | None = None) -> tuple[str, str]:
+    """The version a host serves ``shard`` at, and the inventory key it comes from: ``shard_versions[name]``
+    (what ``tierfleet upgrade --shard-version`` sets), else the version the shard names (``shards``), else the
+    host's ``model_version``.
+
+    >>> from tierfleet.catalog import load_catalog
+    >>> m = load_catalog().tier("basic").model
+    >>> shard_version(ShardSpec(name="a", model=m, version="3"), "2"), shard_version(ShardSpec(name="b", model=m), "2")
+    (('3', 'shards'), ('2', 'model_version'))
+    >>> shard_version(ShardSpec(name="a", model=m, version="3"), "2", {"a": "4"})
+    ('4', 'shard_versions')
+    """
+    if versions and shard.name in versions:
+        return versions[shard.name], "shard_versions"
+    if "version" in shard.model_fields_set:
+        return shard.version, "shards"
+    return model_version, "model_version"
+
+
 def check_shard_list(shards: tuple[ShardSpec, ...], source: str, key: str = "shards",
                      error: type[ConfigError] = ConfigError) -> None:
     """Names are unique (a request names one shard)."""

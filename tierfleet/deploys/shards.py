@@ -16,7 +16,7 @@ from tierfleet.artifacts.manifest import Manifest
 from tierfleet.catalog import GB, Tier
 from tierfleet.exceptions import ConfigError
 from tierfleet.shards import PresetShard, ShardSpec, default_budget, estimate_memory, info_from_manifest, \
-    render_preset, sleep_seconds
+    render_preset, shard_version, sleep_seconds
 from tierfleet_ops.shards import fmt_bytes as _fmt
 
 #: where the router's preset lives on a host
@@ -26,9 +26,8 @@ MEMORY_KIND = {"cpu": "ram", "gpu": "gpu", "jetson": "unified"}
 
 def effective_shards(host_shards: tuple[ShardSpec, ...] | None, tier: Tier, model_version: str = "1",
                      versions: dict[str, str] | None = None) -> tuple[ShardSpec, ...]:
-    """The host's own ``shards`` data when set (``[]`` turns the tier's off), else the tier's, each at its version:
-    ``versions[name]`` (``shard_versions``, what ``tierfleet upgrade --shard-version`` sets), else the version the
-    shard names, else the host's ``model_version``.
+    """The host's own ``shards`` data when set (``[]`` turns the tier's off), else the tier's, each at the version
+    :func:`tierfleet.shards.shard_version` gives it.
 
     >>> from tierfleet.catalog import load_catalog
     >>> m = load_catalog().tier("basic").model
@@ -39,10 +38,9 @@ def effective_shards(host_shards: tuple[ShardSpec, ...] | None, tier: Tier, mode
     ['4', '2']
     """
     shards = tuple(host_shards) if host_shards is not None else tuple(tier.shards)
-    versions = versions or {}
     out = []
     for sh in shards:
-        version = versions.get(sh.name) or (sh.version if "version" in sh.model_fields_set else model_version)
+        version, _ = shard_version(sh, model_version, versions)
         out.append(sh if version == sh.version else sh.model_copy(update={"version": version}))
     return tuple(out)
 
