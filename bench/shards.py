@@ -5,12 +5,14 @@ Usage::
     python bench/shards.py                        # a ~200 MB and a ~60 MB Q8_0 GGUF, 400 gate requests
     python bench/shards.py --size-mb 500 --requests 1000
     python bench/shards.py --file model.gguf      # a real model (first file of a split set) instead
-    python bench/shards.py --runtime-arg=--no-warmup   # the router (and so its children) with more arguments
+    python bench/shards.py --llama-defaults       # shards loaded with llama.cpp's warm-up and weight repacking
+    python bench/shards.py --runtime-arg=--mlock  # the router (and so its children) with more arguments
 
 Needs the cached llama-server build (``make runtime``). Prints, on this machine:
 
 1. **Wake-up** of a shard through the gate (request for an unloaded shard -> loaded: the router starts a
-   child, which maps the GGUF and runs its warm-up, reading every weight) next to a plain sequential read
+   child, which maps the GGUF and has every page read in; with ``--llama-defaults`` it also repacks the
+   weights and runs its warm-up pass) next to a plain sequential read
    of the same files (1 MiB ``read()``\\ s: the physical limit), with the page cache cold (the files'
    pages dropped with ``posix_fadvise(POSIX_FADV_DONTNEED)``: only these files, nothing else on the host)
    and warm. The runtime's own start cost (a child with the ~170 kB tiny model) is reported separately and
@@ -112,14 +114,16 @@ def used_bytes() -> int:
 
 
 class Setup:
-    def __init__(self, work: Path, models: dict[str, list[Path]], budget: int, extra: list[str] = ()) -> None:
+    def __init__(self, work: Path, models: dict[str, list[Path]], budget: int, extra: list[str] = (),
+                 warmup: bool = False, repack: bool = False) -> None:
         rt = cached_runtime(REPO / ".cache" / "runtime")
         if rt is None:
             sys.exit("no cached llama-server: run `make runtime` first")
         self.server = rt.server
         self.models = models
         preset = work / "shards.ini"
-        preset.write_text(render_preset([PresetShard(n, str(f[0])) for n, f in models.items()],
+        preset.write_text(render_preset([PresetShard(n, str(f[0]), warmup=warmup, repack=repack)
+                                         for n, f in models.items()],
                                         threads=max(1, len(os.sched_getaffinity(0)) - 1), context_size=512,
                                         gpu_layers=0, parallel=1))
         self.rport, self.gport = free_port(), free_port()
@@ -191,7 +195,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="wake-ups per cache state")
     ap.add_argument("--runtime-arg", action="append", default=[], metavar="ARG",
                     help="an argument for llama-server's router, which its children inherit (repeatable), e.g. "
-                    "--runtime-arg=--no-warmup to see the warm-up's share of a wake-up")
+                    "--runtime-arg=--mlock")
+    ap.add_argument("--llama-defaults", action="store_true",
+                    help="load with llama.cpp's warm-up pass and weight repacking (what a preload or pinned shard "
+                    "gets); by default the shards load as the deploy renders an on-demand shard: without both")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(dir=REPO / ".cache") as tmp:
@@ -205,10 +212,13 @@ def main() -> None:
             big = [write_sized_gguf(work / "big" / "big.gguf", args.size_mb * MB, seed=1)]
         tiny = write_tiny_gguf(work / "tiny" / "tiny.gguf", qtype="q8_0", seed=1)
         size = sum(f.stat().st_size for f in big)
-        setup = Setup(work, {"big": big, "tiny": tiny}, budget=1 << 50, extra=args.runtime_arg)
+        setup = Setup(work, {"big": big, "tiny": tiny}, budget=1 << 50, extra=args.runtime_arg,
+                      warmup=args.llama_defaults, repack=args.llama_defaults)
         try:
             print(f"\nmachine: {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.1f} GiB; "
                   f"llama-server {setup.server} {' '.join(args.runtime_arg)}".rstrip())
+            print("shards load " + ("with llama.cpp's warm-up and repacking (--llama-defaults)" if args.llama_defaults
+                                    else "as the deploy renders an on-demand shard: warmup = false, repack = false"))
             print(f"big shard: {size / MB:.0f} MB in {len(big)} file(s); tiny: {tiny[0].stat().st_size / 1e3:.0f} kB")
 
             # 1. wake-up vs sequential read

@@ -112,6 +112,14 @@ class ShardSpec(pydantic.BaseModel):
                                               description="llama-server -c for this shard (default: the tier's)")
     parallel: int | None = pydantic.Field(default=None, gt=0, le=256, description="llama-server -np (default: "
                                           "the tier's)")
+    warmup: bool | None = pydantic.Field(default=None, description="run llama.cpp's warm-up pass when the shard "
+                                         "loads (default: only for preload and pinned shards; without it a wake-up "
+                                         "reads the files at disk speed and the first request does the warm-up's "
+                                         "work)")
+    repack: bool | None = pydantic.Field(default=None, description="let llama.cpp repack the weights it runs on "
+                                         "the CPU (default: only for preload and pinned shards; without it the "
+                                         "weights stay mapped from the file: a wake-up reads at disk speed and the "
+                                         "kernel can drop them; CPU-only ARM hosts decode faster with it)")
 
     @pydantic.field_validator("name", mode="before")
     @classmethod
@@ -146,6 +154,21 @@ class ShardSpec(pydantic.BaseModel):
     def ttl_s(self) -> float:
         """The TTL the runtime uses: -1 for pinned shards."""
         return -1.0 if self.pinned else self.ttl
+
+    @property
+    def load_flags(self) -> tuple[bool, bool]:
+        """``(warmup, repack)`` for the runtime: as set, else llama.cpp's defaults (both on) for a shard loaded
+        once for good (preload, pinned), and both off for one loaded on demand, whose wake-up a request waits for.
+
+        >>> from tierfleet.catalog import load_catalog
+        >>> m = load_catalog().tier("basic").model
+        >>> ShardSpec(name="a", model=m).load_flags, ShardSpec(name="a", model=m, pinned=True).load_flags
+        ((False, False), (True, True))
+        >>> ShardSpec(name="a", model=m, warmup=True).load_flags
+        (True, False)
+        """
+        kept = self.preload or self.pinned
+        return (kept if self.warmup is None else self.warmup), (kept if self.repack is None else self.repack)
 
 
 def shard_version(shard: ShardSpec, model_version: str, versions: dict[str, str] | None = None) -> tuple[str, str]:
@@ -367,6 +390,9 @@ class PresetShard:
     context_size: int | None = None
     parallel: int | None = None
     load_on_startup: bool = False
+    #: llama.cpp's warm-up pass and CPU weight repacking on load (its defaults: on)
+    warmup: bool = True
+    repack: bool = True
 
 
 def render_preset(shards: list[PresetShard], *, threads: int, context_size: int, gpu_layers: int, parallel: int,
@@ -376,7 +402,8 @@ def render_preset(shards: list[PresetShard], *, threads: int, context_size: int,
     Router-mode children inherit the router's command-line arguments, which win over the preset, so
     every per-shard argument lives here: ``[*]`` holds the tier's, each shard's section its own.
 
-    >>> print(render_preset([PresetShard("chat", "/m/chat/current/c.gguf", 8192, load_on_startup=True)],
+    >>> print(render_preset([PresetShard("chat", "/m/chat/current/c.gguf", 8192, load_on_startup=True),
+    ...                      PresetShard("draft", "/m/draft/current/d.gguf", warmup=False, repack=False)],
     ...                     threads=4, context_size=4096, gpu_layers=0, parallel=1))
     ; Managed by tierfleet: the model shards this host serves (llama-server --models-preset)
     version = 1
@@ -392,6 +419,11 @@ def render_preset(shards: list[PresetShard], *, threads: int, context_size: int,
     model = /m/chat/current/c.gguf
     ctx-size = 8192
     load-on-startup = true
+    <BLANKLINE>
+    [draft]
+    model = /m/draft/current/d.gguf
+    warmup = false
+    repack = false
     <BLANKLINE>
     """
     lines = ["; Managed by tierfleet: the model shards this host serves (llama-server --models-preset)",
@@ -413,6 +445,10 @@ def render_preset(shards: list[PresetShard], *, threads: int, context_size: int,
             own["parallel"] = int(s.parallel)
         if s.load_on_startup:
             own["load-on-startup"] = True
+        if not s.warmup:
+            own["warmup"] = False
+        if not s.repack:
+            own["repack"] = False
         lines += ["", f"[{s.name}]"] + [f"{k} = {_ini_value(s.name, k, v)}" for k, v in own.items()]
     return "\n".join(lines) + "\n"
 

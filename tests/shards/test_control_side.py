@@ -158,7 +158,7 @@ def _manifests(tiny_models, tmp_path):
 
 def test_plan_for_several_shards_is_the_router_behind_the_gate(tiny_models, tmp_path):
     cat = load_catalog()
-    settings = host_settings({"shards": [{"name": "a", "model": TINY, "ttl": "90s"},
+    settings = host_settings({"shards": [{"name": "a", "model": TINY, "ttl": "90s", "warmup": True},
                                          {"name": "b", "model": TINY, "ttl": 0, "context_size": 16384},
                                          {"name": "c", "model": TINY, "pinned": True}]}, cat, "inv.py: host x")
     plan = shard_plan(settings.shards, _manifests(tiny_models, tmp_path), tier=cat.tier("basic"), platform="cpu",
@@ -166,9 +166,13 @@ def test_plan_for_several_shards_is_the_router_behind_the_gate(tiny_models, tmp_
                       budget_gb=None, ram_bytes=8 * 2**30, gpu_memory_bytes=None, source="host x")
     assert plan.mode == "router" and plan.health_port == 8081 and plan.health_model == "c"
     assert plan.unit_args == {"models_preset": PRESET_PATH, "models_max": 3, "port": 8081}
-    assert "[b]\nmodel = /var/lib/tierfleet/models/shards/b/current/b.gguf\nctx-size = 16384\n" in plan.preset
-    assert "[c]\nmodel = /var/lib/tierfleet/models/shards/c/current/c-00001-of-00003.gguf\nload-on-startup = true" \
-        in plan.preset
+    # on-demand shards load without llama.cpp's warm-up and repacking (a wake-up reads at disk speed) unless set;
+    # a pinned one keeps both (it loads once, and decodes as fast as the CPU allows)
+    assert "[b]\nmodel = /var/lib/tierfleet/models/shards/b/current/b.gguf\nctx-size = 16384\nwarmup = false\n" \
+           "repack = false\n" in plan.preset
+    assert "[a]\nmodel = /var/lib/tierfleet/models/shards/a/current/a.gguf\nrepack = false\n" in plan.preset
+    assert "[c]\nmodel = /var/lib/tierfleet/models/shards/c/current/c-00001-of-00003.gguf\nload-on-startup = true\n" \
+        "\n" in plan.preset + "\n"
     pol = plan.policy
     assert pol["listen"] == "127.0.0.1:8080" and pol["runtime_url"] == "http://127.0.0.1:8081"
     assert pol["memory_budget_bytes"] == 8 * 2**30 - 2 * 10**9 and pol["memory_kind"] == "ram"
@@ -258,6 +262,13 @@ def test_plan_for_one_shard_is_llama_servers_own_sleep(tiny_models, tmp_path):
     assert plan.policy["models"]["a"]["ttl_s"] == 1.0 and plan.policy["memory_kind"] == "unified"
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined)
     assert parse_policy(env.get_template("ops-policy.yaml.j2").render(ops_shards=plan.policy)).shards.mode == "sleep"
+    base = dict(runtime_root="/r", model_root="/m", groups="", port=8080, threads=4, cpus="", context_size=4096,
+                gpu_layers=0, parallel=1, tier="basic", service_user="tierfleet", mlock=False)
+    unit = env.get_template("llama-server.service.j2").render({**base, **plan.unit_args})
+    assert "--sleep-idle-seconds 1 --no-warmup --no-repack\n" in unit
+    # a host that is not a shard host, or a shard loaded for good, keeps llama.cpp's defaults
+    for args in ({}, {**plan.unit_args, "warmup": True, "repack": True}):
+        assert "--no-warmup" not in env.get_template("llama-server.service.j2").render({**base, **args})
 
 
 def test_a_shard_that_cannot_fit_the_host_fails_the_plan_with_the_figures(tiny_models, tmp_path):

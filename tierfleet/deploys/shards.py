@@ -114,7 +114,7 @@ def shard_plan(shards: tuple[ShardSpec, ...], manifests: dict[str, Manifest], *,
         secs = sleep_seconds(s.ttl_s)
         return ShardPlan(
             mode="sleep", roots={}, preset=None,
-            unit_args={"sleep_idle_seconds": secs,
+            unit_args={"sleep_idle_seconds": secs, "warmup": s.load_flags[0], "repack": s.load_flags[1],
                        "context_size": s.context_size or tier.runtime.context_size,
                        "parallel": s.parallel or tier.runtime.parallel},
             policy={"mode": "sleep", "runtime_url": f"http://127.0.0.1:{runtime_port}", "memory_kind": kind,
@@ -125,7 +125,8 @@ def shard_plan(shards: tuple[ShardSpec, ...], manifests: dict[str, Manifest], *,
     first = next((s for s in shards if s.pinned or s.preload), shards[0])
     preset = render_preset(
         [PresetShard(s.name, f"{roots[s.name][0]}/current/{manifests[s.name].entrypoint}", s.context_size,
-                     s.parallel, load_on_startup=s.preload or s.pinned) for s in shards],
+                     s.parallel, load_on_startup=s.preload or s.pinned, warmup=s.load_flags[0],
+                     repack=s.load_flags[1]) for s in shards],
         threads=threads, context_size=tier.runtime.context_size, gpu_layers=gpu_layers,
         parallel=tier.runtime.parallel, mlock=mlock)
     return ShardPlan(
