@@ -451,6 +451,38 @@ def parse_models(text: str) -> dict[str, tuple[str, bool]]:
     return out
 
 
+def child_ports(text: str) -> dict[str, int]:
+    """``{model id: port}`` of every loaded model's child, from the router's ``GET /models`` (the ``--port``
+    in its ``status.args``: the router starts each child on a free port of 127.0.0.1); models whose port
+    is missing or not a port are left out.
+
+    >>> child_ports('{"data":[{"id":"a","status":{"value":"loaded","args":["llama-server","--port","41234"]}},'
+    ...             '{"id":"b","status":{"value":"unloaded","args":["x","--port","5"]}},'
+    ...             '{"id":"c","status":{"value":"loaded","args":["x","--port","99999"]}},'
+    ...             '{"id":"d","status":{"value":"loaded","args":["x","--port"]}}]}')
+    {'a': 41234}
+    >>> child_ports('not json'), child_ports('{"data":[{"id":"a","status":{"value":"loaded","args":"--port 1"}}]}')
+    ({}, {})
+    """
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        return {}
+    data = doc.get("data") if isinstance(doc, dict) else None
+    out: dict[str, int] = {}
+    for m in data if isinstance(data, list) else []:
+        status = m.get("status") if isinstance(m, dict) else None
+        if not isinstance(status, dict) or status.get("value") != "loaded" or not isinstance(m.get("id"), str):
+            continue
+        args = status.get("args")
+        if not isinstance(args, list) or "--port" not in args[:-1]:
+            continue
+        port = args[args.index("--port") + 1]
+        if isinstance(port, str) and port.isdigit() and 0 < int(port) < 65536:
+            out[m["id"]] = int(port)
+    return out
+
+
 def parse_event(line: str) -> tuple[str, str, int | None] | None:
     """``(model, state, exit_code)`` from one line of the router's ``GET /models/sse`` stream, or
     ``None`` for lines that are not a model status event.

@@ -52,8 +52,9 @@ def http(url: str, body: dict | None = None, timeout: float = 60.0) -> tuple[int
         return None, b""
 
 
-def complete(url: str, model: str, tokens: int = 4, **extra) -> tuple[int | None, bytes]:
-    return http(url + "/v1/completions", {"model": model, "prompt": "the fleet", "max_tokens": tokens, **extra})
+def complete(url: str, model: str, tokens: int = 4, timeout: float = 60.0, **extra) -> tuple[int | None, bytes]:
+    return http(url + "/v1/completions", {"model": model, "prompt": "the fleet", "max_tokens": tokens, **extra},
+                timeout=timeout)
 
 
 @pytest.fixture(scope="session")

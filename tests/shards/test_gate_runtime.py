@@ -5,6 +5,7 @@ runtime killed, and many clients at once. Real processes, real loopback HTTP, re
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -183,6 +184,31 @@ def test_the_runtime_killed_while_a_shard_is_loaded(router, gate, tiny_models):
         assert status == 200, (round_, body)
         assert r.states()["a"] == "loaded" and shard(g, "a")["loads"] == round_ + 2
     assert wait_until(lambda: r.states().get("c") == "loaded" and shard(g, "c")["state"] == "loaded", timeout=30)
+
+
+def test_a_loaded_shard_is_served_by_its_child_directly(router, gate):
+    """The router closes the connection after every answer it relays and adds a hop, so the gate sends a loaded
+    shard's requests to the shard's child itself, at the port the router lists for it. Shown with the router
+    frozen (SIGSTOP): the loaded shard still answers at once. After its child is killed and the shard loaded
+    again, on another port, the gate follows the new child."""
+    r = router()
+    g = gate(r, {"a": {}, "b": {}}, budget=10**10)
+    for round_ in range(2):
+        assert complete(g.url, "a")[0] == 200
+        port = int(r.child_of("a").cmdline()[r.child_of("a").cmdline().index("--port") + 1])
+        assert wait_until(lambda: g._ports.get("a") == port, timeout=10)  # learnt from GET /models after the load
+        r.proc.send_signal(signal.SIGSTOP)
+        try:
+            status, body = complete(g.url, "a", timeout=10)
+        finally:
+            r.proc.send_signal(signal.SIGCONT)
+        assert status == 200 and json.loads(body)["usage"]["completion_tokens"] > 0, (round_, body)
+        r.child_of("a").kill()
+        status, body = complete(g.url, "a")  # the old port is refused: through the router, which reloads it
+        assert status == 200, body
+    # the router's own paths, and shards that are not loaded, still go to the router
+    assert "b" not in g._ports and complete(g.url, "b")[0] == 200
+    assert {m["id"] for m in json.loads(http(g.url + "/models")[1])["data"]} == {"a", "b", "c"}
 
 
 def test_a_runtime_child_killed_under_a_loaded_shard(router, gate):
