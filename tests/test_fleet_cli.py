@@ -246,3 +246,35 @@ def test_upgrade_shard_versions_are_checked_before_any_host_is_touched(inventory
         assert res.exit_code == 2 and "--shard-version" in res.output, (value, res.output)
     res = run_cli("upgrade", "-i", str(inventory), "--shard-version", "a=1", "--shard-version", "a=2")
     assert res.exit_code == 2 and "shard 'a' is given twice" in res.output
+
+
+def test_upgrade_dry_run_shows_each_shards_release(tmp_path, monkeypatch):
+    """A router host's row lists every shard's release now and wanted: a shard that names no version follows
+    --model-version, one with its own version stays."""
+    import tierfleet.status
+    from tierfleet.status import HostStatus
+
+    tiny = {"name": "tiny", "quant": "Q8_0", "file": "t.gguf", "size_gb": 0.0002}
+    inv = fake_inventory(tmp_path / "fleet.py", {
+        "router": ("cpu-small", {"tier": "basic", "shards": [{"name": "a", "model": tiny},
+                                                              {"name": "b", "model": tiny, "version": "1"}]}),
+        "plain": ("cpu-small", {"tier": "basic"}),
+    })
+    now = {"router": HostStatus(host="@fake/router", reachable=True, tier="basic", runtime_release="0.3.36+x",
+                                shard_releases={"a": "tiny-Q8_0-1", "b": "tiny-Q8_0-1"}),
+           "plain": HostStatus(host="@fake/plain", reachable=True, tier="basic", runtime_release="0.3.36+x",
+                               model_release="DeepSeek-R1-Distill-Qwen-1.5B-Q8_0-2")}
+    monkeypatch.setattr(tierfleet.status, "gather_status",
+                        lambda fleet, *a, **k: [now[h.name.split("/")[-1]] for h in fleet.inventory])
+    monkeypatch.setenv("COLUMNS", "200")
+    res = run_cli("upgrade", "-i", str(inv), "--model-version", "2", "--dry-run",
+                  "--runtime-version", "0.3.36", "--state", str(tmp_path / "state.json"))
+    assert res.exit_code == 0, res.output
+    rows = [ln for ln in res.output.splitlines() if "│" in ln]
+    router = next(i for i, ln in enumerate(rows) if "@fake/router" in ln)
+    cells = [c.strip() for c in rows[router].split("│")]
+    assert cells[3:5] == ["a=tiny-Q8_0-1", "a=tiny-Q8_0-2"] and cells[-2] == "yes"
+    assert [c.strip() for c in rows[router + 1].split("│")][3:5] == ["b=tiny-Q8_0-1", "b=tiny-Q8_0-1"]
+    plain = [c.strip() for c in next(ln for ln in rows if "@fake/plain" in ln).split("│")]
+    assert plain[3] == plain[4] == "DeepSeek-R1-Distill-Qwen-1.5B-Q8_0-2" and plain[-2] == "no"
+    assert not (tmp_path / "state.json").exists()

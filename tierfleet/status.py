@@ -13,6 +13,7 @@ By hand, per host: the fact commands, ``curl -fsS 127.0.0.1:8080/health``,
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from tierfleet.preflight import check_host
 from tierfleet.profile import FACTS, build_profile
 from tierfleet.resolve import host_settings_of
 from tierfleet.settings import HostSettings
+from tierfleet.shards import NAME_PATTERN
 
 MARK = "##tierfleet-status##"
 RUNTIME_ROOT = "/opt/tierfleet/runtime"
@@ -50,6 +52,8 @@ class HostStatus:
     power_w: float | None = None
     energy_j: float | None = None
     shards: list[dict[str, Any]] = field(default_factory=list)
+    #: a router host's shards: name -> the release its ``current`` points at
+    shard_releases: dict[str, str] = field(default_factory=dict)
     last_rollout: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -67,6 +71,9 @@ def status_parts(settings: HostSettings) -> dict[str, str]:
              for key, (fact, takes_dir) in FACTS.items()}
     parts["model_releases"] = Releases().command(root=settings.model_dir.rstrip("/"))
     parts["runtime_releases"] = Releases().command(root=RUNTIME_ROOT)
+    shards = shlex.quote(settings.model_dir.rstrip("/") + "/shards")
+    parts["shard_releases"] = (f"cd {shards} 2>/dev/null || exit 0; for d in */; do [ -L \"$d/current\" ] && "
+                               "printf '%s\\t%s\\n' \"${d%/}\" \"$(readlink \"$d/current\")\"; done; exit 0")
     port = int(settings.runtime_port)
     parts["health"] = (f"curl -fsS --max-time 3 http://127.0.0.1:{port}/health >/dev/null 2>&1 && echo ok "
                        "|| echo down")
@@ -94,6 +101,22 @@ def split_parts(output: str) -> dict[str, list[str]]:
         while lines and not lines[-1].strip():
             lines.pop()
     return parts
+
+
+def parse_shard_releases(lines: list[str]) -> dict[str, str]:
+    """``{shard: release}`` from the ``shard_releases`` part (``name<TAB>releases/<id>`` lines; pure: other
+    lines, odd names and links that leave ``releases/`` are dropped).
+
+    >>> parse_shard_releases(["a\\treleases/m-Q8_0-2", "b\\t/etc/x", "../c\\treleases/x", "d\\treleases/../y", "x"])
+    {'a': 'm-Q8_0-2'}
+    """
+    out = {}
+    for line in lines:
+        name, _, target = line.partition("\t")
+        release = target[len("releases/"):] if target.startswith("releases/") else ""
+        if re.fullmatch(NAME_PATTERN, name) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", release):
+            out[name] = release
+    return out
 
 
 def _json(lines: list[str]) -> Any:
@@ -125,6 +148,7 @@ def parse_status(name: str, output: str, settings: HostSettings, catalog: Catalo
         setattr(st, attr, state["current"])
         if state["current"] and state["releases"].get(state["current"], {}).get("error"):
             st.notes.append(f"{attr.replace('_', ' ')} {state['current']}: {state['releases'][state['current']]['error']}")
+    st.shard_releases = parse_shard_releases(raw.get("shard_releases") or [])
     health = (raw.get("health") or ["unknown"])[-1].strip()
     st.runtime_health = health if health in ("ok", "down") else "unknown"
     daemon = _json(raw.get("daemon") or [])

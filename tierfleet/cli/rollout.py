@@ -69,7 +69,13 @@ def _new_state(inventory: str, limit, data, serial, order, canaries, max_fail_pc
                                host_timeout=host_timeout, batches=batches, hosts=runs)
 
 
+def _releases_cell(releases: dict[str, str | None]) -> str:
+    """A table cell: the one model's release, or each shard's as ``name=release`` lines."""
+    return "\n".join((v or "-") if k == "model" else f"{k}={v or '-'}" for k, v in releases.items()) or "-"
+
+
 def _dry_run(state: rstate.RolloutState) -> None:
+    from tierfleet.deploys.shards import wanted_models
     from tierfleet.deploys.tier import model_release_id
     from tierfleet.fleet import load_fleet
     from tierfleet.resolve import host_settings_of
@@ -86,13 +92,17 @@ def _dry_run(state: rstate.RolloutState) -> None:
             h = fleet.inventory.get_host(name)
             settings = host_settings_of(h, catalog, state.inventory)
             st = statuses[name]
-            model = settings.model or (catalog.tier(st.tier).model if st.tier else None)
-            wanted_model = model_release_id(settings, model) if model else "?"
+            tier = st.tier or (settings.tier if settings.tier != "auto" else None)
+            if tier:
+                wanted: dict[str, str | None] = dict(wanted_models(settings, catalog.tier(tier)))
+            else:
+                wanted = {"model": model_release_id(settings, settings.model) if settings.model else "?"}
+            now = {"model": st.model_release} if "model" in wanted else {k: st.shard_releases.get(k) for k in wanted}
             wanted_runtime = f"{settings.runtime_version}+…"
             change = ("unreachable" if not st.reachable else
-                      "yes" if (st.model_release != wanted_model or not (st.runtime_release or "").startswith(
+                      "yes" if (now != wanted or not (st.runtime_release or "").startswith(
                           settings.runtime_version + "+")) else "no")
-            table.add_row(str(i + 1), name, st.model_release or "-", wanted_model, st.runtime_release or "-",
+            table.add_row(str(i + 1), name, _releases_cell(now), _releases_cell(wanted), st.runtime_release or "-",
                           wanted_runtime, change)
     console().print(table)
 

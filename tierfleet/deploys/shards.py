@@ -15,6 +15,7 @@ from typing import Any
 from tierfleet.artifacts.manifest import Manifest
 from tierfleet.catalog import GB, Tier
 from tierfleet.exceptions import ConfigError
+from tierfleet.settings import HostSettings
 from tierfleet.shards import PresetShard, ShardSpec, default_budget, estimate_memory, info_from_manifest, \
     render_preset, shard_version, sleep_seconds
 from tierfleet_ops.shards import fmt_bytes as _fmt
@@ -43,6 +44,24 @@ def effective_shards(host_shards: tuple[ShardSpec, ...] | None, tier: Tier, mode
         version, _ = shard_version(sh, model_version, versions)
         out.append(sh if version == sh.version else sh.model_copy(update={"version": version}))
     return tuple(out)
+
+
+def wanted_models(settings: HostSettings, tier: Tier) -> dict[str, str]:
+    """The model releases a deploy of ``tier`` gives the host: ``{"model": id}`` for one model (or one shard, which
+    lives in the model's own root), else ``{shard name: id}`` (router mode: each shard in its own root).
+
+    >>> from tierfleet.catalog import load_catalog
+    >>> basic = load_catalog().tier("basic")
+    >>> wanted_models(HostSettings(model_version="2"), basic)
+    {'model': 'DeepSeek-R1-Distill-Qwen-1.5B-Q8_0-2'}
+    """
+    shards = effective_shards(settings.shards, tier, settings.model_version, settings.shard_versions)
+    if len(shards) > 1:
+        return {s.name: shard_release_id(s) for s in shards}
+    if shards:
+        return {"model": shard_release_id(shards[0])}
+    model = settings.model or tier.model
+    return {"model": f"{model.name}-{model.quant}-{settings.model_version}"}
 
 
 def shard_root(model_root: str, name: str) -> str:
