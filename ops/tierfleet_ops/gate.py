@@ -20,6 +20,11 @@ alone adds about 1 ms to a 1-token completion. The router still starts, stops an
 a child's port is learnt after each load and forgotten as soon as the shard starts to unload or reload,
 and a child that does not take the connection sends the request through the router as before.
 
+A shard is busy while the gate relays a request to it, or while its child's ``GET /slots`` shows a slot
+processing (a request sent to the runtime's own port, not through the gate): a busy shard is neither
+evicted nor unloaded at its TTL. The slots are read only when it matters: before an eviction (and every
+``BUSY_POLL_S`` while a request waits for room) and before a TTL unload.
+
 The runtime is watched through the router's ``GET /models/sse`` event stream (every load, unload,
 sleep and crash as it happens) and ``GET /models`` every ``sync_s`` (the state after a restart, or
 events missed while disconnected). All decisions and state changes run on one asyncio loop, so a
@@ -47,7 +52,7 @@ from typing import Any
 
 from .errors import ControlError
 from .shards import HOLDS_MEMORY, Decision, ShardsConfig, ShardState, check_files, child_ports, expired, file_marks, \
-    parse_event, parse_models, plan_admission, request_model
+    parse_event, parse_models, plan_admission, processing_slots, request_model
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +67,8 @@ ROUTER_OWN = ("/models", "/v1/models")
 RELAY_ABOVE = 1 << 20
 #: how often TTLs are checked, seconds
 TTL_TICK_S = 0.25
+#: how often a request waiting for room reads the children's slots again, seconds
+BUSY_POLL_S = 0.5
 #: the router waits this long for a child to stop before it kills it (its stop-timeout default), plus margin
 UNLOAD_WAIT_S = 15.0
 
@@ -366,11 +373,36 @@ class Gate:
     async def _ttl_loop(self) -> None:
         while True:
             await asyncio.sleep(TTL_TICK_S)
-            now = time.monotonic()
             for n, spec in self.specs.items():
-                if n not in self._pending and expired(spec, self.states[n], now):
+                if n in self._pending or not expired(spec, self.states[n], time.monotonic()):
+                    continue
+                await self._read_slots([n])  # a request sent to the runtime's own port keeps it in use
+                if n not in self._pending and expired(spec, self.states[n], time.monotonic()) and \
+                        not self.states[n].processing:
                     log.info("shard %s: idle for its ttl (%g s): unloading", n, spec.ttl_s)
                     self._unload_soon(n)
+
+    async def _read_slots(self, names: list[str]) -> None:
+        """Read the slots of these shards' children (those whose port is known): a shard with a slot processing is
+        busy (:attr:`ShardState.processing`) and counts as used now."""
+        import aiohttp
+
+        for n in names:
+            port, st = self._ports.get(n), self.states[n]
+            if port is None or st.state != "loaded":
+                st.processing = 0
+                continue
+            try:
+                async with self._session.get(f"http://127.0.0.1:{port}/slots",
+                                             timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    busy = processing_slots(await r.text()) if r.status == 200 else None
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
+                busy = None
+            if self._ports.get(n) != port:
+                continue  # reloaded meanwhile: that child's slots say nothing about this one
+            st.processing = busy or 0
+            if busy:
+                st.last_used, st.last_used_wall = time.monotonic(), time.time()
 
     async def _preload(self) -> None:
         """Load the preloaded (and pinned) shards, pinned first, in the background."""
@@ -413,6 +445,7 @@ class Gate:
 
     def _forget_port(self, name: str) -> None:
         self._ports.pop(name, None)
+        self.states[name].processing = 0
         self._generation[name] = self._generation.get(name, 0) + 1
 
     def _learn_ports(self, text: str, generation: dict[str, int]) -> None:
@@ -558,6 +591,7 @@ class Gate:
             return
         deadline = self._loop.time() + self.cfg.wait_s
         self.waiting += count
+        fresh = False  # the children's slots were read since the last change
         try:
             while True:
                 if self._still_failed(name):
@@ -571,6 +605,12 @@ class Gate:
                         raise self._timeout(name, count)
                     continue
                 d: Decision = plan_admission(name, self.specs, self.states, self.budget)
+                if d.action in ("evict", "wait") and not fresh and self._ports:
+                    # room is short: which loaded shards are busy with requests that did not come through here?
+                    await self._read_slots([n for n in self.specs if n != name])
+                    fresh = True
+                    continue
+                fresh = False
                 if d.action == "refuse":
                     st.refusals += count
                     log.warning("refused a request: %s", d.reason)
@@ -590,7 +630,9 @@ class Gate:
                     tasks = [t for t in (self._unload_soon(v, evicted=True) for v in d.victims) if t]
                     await asyncio.gather(*tasks)
                     continue
-                if not await self._changed(deadline):  # d.action == "wait"
+                # d.action == "wait": until a change, or (a shard may be busy outside the gate) the next look at the slots
+                if not await self._changed(min(deadline, self._loop.time() + BUSY_POLL_S)) and \
+                        self._loop.time() >= deadline:
                     raise self._timeout(name, count, d.reason)
         finally:
             self.waiting -= count

@@ -114,6 +114,9 @@ def shard_metrics(shards: list[dict[str, Any]], budget: dict[str, Any] | None) -
                              "seconds since the epoch", labels=["shard"])
     flight = GaugeMetricFamily(P + "shard_requests_in_flight", "requests being served by the shard",
                                labels=["shard"])
+    slots = GaugeMetricFamily(P + "shard_runtime_busy_slots", "slots the shard's runtime showed processing at the "
+                              "gate's last look (GET /slots: requests sent to the runtime, not through the gate)",
+                              labels=["shard"])
     counters = {k: CounterMetricFamily(P + m, h, labels=["shard"]) for k, (m, h) in SHARD_COUNTERS.items()}
     wake = HistogramMetricFamily(P + "shard_wake_seconds", "from a request for an unloaded shard to the shard "
                                  "loaded (eviction and load included), seconds", labels=["shard"])
@@ -128,13 +131,14 @@ def shard_metrics(shards: list[dict[str, Any]], budget: dict[str, Any] | None) -
         if s.get("last_used") is not None:
             last.add_metric([n], float(s["last_used"]))
         flight.add_metric([n], float(s.get("in_flight") or 0))
+        slots.add_metric([n], float(s.get("processing") or 0))
         for k, fam in counters.items():
             fam.add_metric([n], float(s.get(k) or 0))
         w = s.get("wake_s") or {}
         buckets = [(str(float(b)) if b != "+Inf" else "+Inf", c) for b, c in w.get("buckets", [])]
         if buckets:
             wake.add_metric([n], buckets, w.get("sum", 0.0))
-    yield from (state, loaded, mem, rss, last, flight, *counters.values(), wake)
+    yield from (state, loaded, mem, rss, last, flight, slots, *counters.values(), wake)
     if budget and budget.get("budget_bytes") is not None:
         yield GaugeMetricFamily(P + "shard_memory_budget_bytes", "memory the loaded shards may hold, bytes",
                                 value=float(budget["budget_bytes"]))

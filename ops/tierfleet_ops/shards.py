@@ -338,10 +338,16 @@ class ShardState:
     wake: Histogram = field(default_factory=Histogram)
     last_wake_s: float | None = None
     rss_bytes: int | None = None
+    #: slots the shard's child itself reported busy (``GET /slots``): requests that did not come through the gate
+    processing: int = 0
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.in_flight or self.processing)
 
     def as_dict(self, spec: ShardSpec | None = None) -> dict[str, Any]:
         return {
-            "name": self.name, "state": self.state, "in_flight": self.in_flight,
+            "name": self.name, "state": self.state, "in_flight": self.in_flight, "processing": self.processing,
             "memory_bytes": spec.memory_bytes if spec else None, "rss_bytes": self.rss_bytes,
             "ttl_s": spec.ttl_s if spec else None, "pinned": spec.pinned if spec else False,
             "preload": spec.preload if spec else False,
@@ -395,7 +401,7 @@ def plan_admission(name: str, specs: dict[str, ShardSpec], states: dict[str, Sha
     if spec.memory_bytes <= free + leaving:
         return Decision("wait", reason="memory is being given back")
     idle = sorted((st.last_used, n) for n, st in states.items()
-                  if n != name and st.state == "loaded" and st.in_flight == 0 and not specs[n].pinned)
+                  if n != name and st.state == "loaded" and not st.busy and not specs[n].pinned)
     victims, room = [], free + leaving
     for last, n in idle:
         victims.append(n)
@@ -403,13 +409,14 @@ def plan_admission(name: str, specs: dict[str, ShardSpec], states: dict[str, Sha
         if spec.memory_bytes <= room:
             return Decision("evict", tuple(victims),
                             f"unload {', '.join(victims)} (least recently used, idle) to make room for {name}")
-    busy = sorted(n for n, st in states.items() if n != name and st.state in HOLDS_MEMORY and st.in_flight)
+    busy = sorted(n for n, st in states.items() if n != name and st.state in HOLDS_MEMORY and st.busy)
     return Decision("wait", reason=f"no room for {name} ({fmt_bytes(spec.memory_bytes)}) until a busy shard is "
                                    f"idle: {', '.join(busy) or 'none'}")
 
 
 def expired(spec: ShardSpec, st: ShardState, now: float) -> bool:
-    """True when a loaded, idle, unpinned shard has passed its TTL.
+    """True when a loaded, unpinned shard with no request through the gate has passed its TTL (the gate reads
+    the child's slots before it unloads it).
 
     >>> st = ShardState("a", state="loaded", last_used=100.0)
     >>> expired(ShardSpec("a", 1, ttl_s=60), st, 170.0), expired(ShardSpec("a", 1, ttl_s=-1), st, 1e9)
@@ -481,6 +488,24 @@ def child_ports(text: str) -> dict[str, int]:
         if isinstance(port, str) and port.isdigit() and 0 < int(port) < 65536:
             out[m["id"]] = int(port)
     return out
+
+
+def processing_slots(text: str) -> int | None:
+    """How many slots of a llama-server are processing a request, from its ``GET /slots``; ``None`` for
+    anything else (slots endpoint off, an error, not JSON).
+
+    >>> processing_slots('[{"id":0,"is_processing":true},{"id":1,"is_processing":false}]')
+    1
+    >>> processing_slots('{"error":{"code":501}}'), processing_slots('[1, {"is_processing": "yes"}]'), processing_slots('x')
+    (None, 0, None)
+    """
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(doc, list):
+        return None
+    return sum(1 for slot in doc if isinstance(slot, dict) and slot.get("is_processing") is True)
 
 
 def parse_event(line: str) -> tuple[str, str, int | None] | None:

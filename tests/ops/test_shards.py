@@ -46,6 +46,18 @@ def test_eviction_takes_least_recently_used_idle_unpinned_shards_and_as_few_as_n
     assert "least recently used" in d.reason
 
 
+def test_a_shard_whose_child_reports_a_slot_processing_is_busy():
+    """A request sent to the runtime's own port never passes the gate's count; the child's /slots shows it."""
+    specs, states = table(old=(500, "loaded", 0, 10.0, False), new=(500, "loaded", 0, 20.0, False),
+                          want=(500, "unloaded", 0, 0, False))
+    states["old"].processing = 1
+    d = plan_admission("want", specs, states, 1000 * MB)
+    assert d.action == "evict" and d.victims == ("new",)
+    states["new"].processing = 2
+    d = plan_admission("want", specs, states, 1000 * MB)
+    assert d.action == "wait" and "new, old" in d.reason
+
+
 def test_memory_being_given_back_is_waited_for_not_evicted_for_again():
     specs, states = table(going=(500, "unloading", 0, 1.0, False), idle=(500, "loaded", 0, 0.5, False),
                           want=(500, "unloaded", 0, 0, False))

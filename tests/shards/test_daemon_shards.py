@@ -136,6 +136,7 @@ def test_daemon_pins_router_children_and_reports_shards(tmp_path, cgroup, router
         assert samples[("tierfleet_ops_shard_loads_total", (("shard", "a"),))] == 1.0
         assert samples[("tierfleet_ops_shard_wake_seconds_count", (("shard", "a"),))] == 1.0
         assert samples[("tierfleet_ops_shard_memory_bytes", (("shard", "c"),))] == memory_of(tiny_models["c"])
+        assert samples[("tierfleet_ops_shard_runtime_busy_slots", (("shard", "c"),))] == 0.0
 
         out = subprocess.run([sys.executable, "-m", "tierfleet_ops", "status", "--socket", sock],
                              capture_output=True, text=True, timeout=30).stdout
