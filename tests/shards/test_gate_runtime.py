@@ -117,12 +117,20 @@ def test_idle_shards_unload_after_their_ttl_and_give_memory_back(router, gate):
     assert complete(g.url, "a")[0] == 200 and shard(g, "a")["loads"] == 2  # and back on the next request
 
 
-def test_a_busy_shard_is_never_evicted(router, gate, tmp_path):
+@pytest.mark.parametrize("via", ["gate", "runtime"])
+def test_a_busy_shard_is_never_evicted(router, gate, tmp_path, via):
+    """big streams an answer while small needs its room: small waits instead of cutting big off. Sent through the
+    gate, big's request is in the gate's own count; sent to the router's own port (``runtime``), the gate never
+    sees it and learns it from the child's GET /slots."""
     big = write_sized_gguf(tmp_path / "big" / "big.gguf", 60 * 10**6, seed=5)
     small = write_sized_gguf(tmp_path / "small" / "small.gguf", 20 * 10**6, seed=6)
     r = router({"big": [big], "small": [small]})
     g = gate(r, {"big": {}, "small": {}}, budget=memory_of([big]) + memory_of([small]) // 2)
-    req = urllib.request.Request(g.url + "/v1/completions", headers={"Content-Type": "application/json"},
+    if via == "runtime":
+        assert complete(g.url, "big")[0] == 200  # loaded through the gate
+        assert wait_until(lambda: "big" in g._ports, timeout=10)
+    req = urllib.request.Request((g.url if via == "gate" else r.url) + "/v1/completions",
+                                 headers={"Content-Type": "application/json"},
                                  data=json.dumps({"model": "big", "prompt": "the", "max_tokens": 200, "stream": True,
                                                   "ignore_eos": True}).encode())
     second: list = []
@@ -132,41 +140,13 @@ def test_a_busy_shard_is_never_evicted(router, gate, tmp_path):
         t = threading.Thread(target=lambda: second.append(complete(g.url, "small")))
         t.start()
         assert wait_until(lambda: g.waiting >= 1, timeout=30)  # small waits for room instead of evicting big
+        if via == "runtime":
+            assert wait_until(lambda: shard(g, "big")["processing"] >= 1, timeout=10)
         assert r.states()["big"] == "loaded"
         rest = resp.read().decode()
     t.join(60)
     events = [ln for ln in (first_line.decode() + rest).splitlines() if ln.startswith("data: ")]
     assert events[-1] == "data: [DONE]"  # big's answer arrived whole: to its max_tokens, then the end mark
-    assert [json.loads(e[6:])["choices"][0]["finish_reason"] for e in events[:-1]][-1] == "length"
-    assert second and second[0][0] == 200, second
-    assert shard(g, "big")["evictions"] == 1 and r.states() == {"big": "unloaded", "small": "loaded"}
-
-
-def test_a_shard_busy_with_a_request_sent_to_the_runtime_itself_is_not_evicted(router, gate, tmp_path):
-    """The same as above, with big's request sent to the router's own port, so the gate never counts it: the
-    child's GET /slots shows it processing, and small waits for it instead of cutting it off."""
-    big = write_sized_gguf(tmp_path / "big" / "big.gguf", 60 * 10**6, seed=5)
-    small = write_sized_gguf(tmp_path / "small" / "small.gguf", 20 * 10**6, seed=6)
-    r = router({"big": [big], "small": [small]})
-    g = gate(r, {"big": {}, "small": {}}, budget=memory_of([big]) + memory_of([small]) // 2)
-    assert complete(g.url, "big")[0] == 200  # loaded through the gate
-    assert wait_until(lambda: "big" in g._ports, timeout=10)
-    req = urllib.request.Request(r.url + "/v1/completions", headers={"Content-Type": "application/json"},
-                                 data=json.dumps({"model": "big", "prompt": "the", "max_tokens": 200, "stream": True,
-                                                  "ignore_eos": True}).encode())
-    second: list = []
-    with urllib.request.urlopen(req, timeout=120) as resp:
-        first_line = resp.readline()
-        assert first_line.startswith(b"data: ")
-        t = threading.Thread(target=lambda: second.append(complete(g.url, "small")))
-        t.start()
-        assert wait_until(lambda: g.waiting >= 1, timeout=30)
-        assert wait_until(lambda: shard(g, "big")["processing"] >= 1, timeout=10)
-        assert r.states()["big"] == "loaded"
-        rest = resp.read().decode()
-    t.join(60)
-    events = [ln for ln in (first_line.decode() + rest).splitlines() if ln.startswith("data: ")]
-    assert events[-1] == "data: [DONE]"
     assert [json.loads(e[6:])["choices"][0]["finish_reason"] for e in events[:-1]][-1] == "length"
     assert second and second[0][0] == 200, second
     assert shard(g, "big")["evictions"] == 1 and r.states() == {"big": "unloaded", "small": "loaded"}
