@@ -120,10 +120,15 @@ def make_cli() -> click.Group:
     def run(policy_path: str, state_path: str, socket_path: str, socket_group: str | None, metrics_port: int,
             log_level: str, dry_run: bool, sysfs_root: str, proc_root: str, runner_path: str | None,
             fake_nvml: str | None, backends: tuple[str, ...], sysfs_also_on: tuple[str, ...]) -> None:
-        """Run the daemon (systemd: Type=notify)."""
+        """Run the daemon (systemd: Type=notify). ``kill -USR1`` writes every thread's stack to stderr (the
+        journal), changing nothing: what a daemon that does not stop or answer is doing."""
+        import faulthandler
         import os
+        import signal
 
         import psutil
+
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
         from . import logs
         from .daemon import Daemon, DaemonConfig

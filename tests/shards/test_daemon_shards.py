@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.request
 from pathlib import Path
 
@@ -144,12 +145,21 @@ def test_daemon_pins_router_children_and_reports_shards(tmp_path, cgroup, router
         assert any(ln.split()[:2] == ["c", "loaded"] for ln in out.splitlines()), out
         assert any(ln.split()[0] == "a" and "loads 1 " in ln for ln in out.splitlines() if ln.strip()), out
 
+        daemon.send_signal(signal.SIGUSR1)  # every thread's stack to stderr; the daemon goes on
+
         # a's TTL (3 s) passes: unloaded, its process gone; c (no TTL) stays
         assert wait_until(lambda: r.states()["a"] == "unloaded", timeout=30)
         assert not children["a"].is_running() and r.states()["c"] == "loaded"
     finally:
         daemon.send_signal(signal.SIGTERM)
-        out = daemon.communicate(timeout=60)[0]
-    assert daemon.returncode == 0, out[-3000:]
+        try:
+            out = daemon.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            daemon.send_signal(signal.SIGUSR1)  # every thread's stack, for the report
+            time.sleep(2)
+            daemon.kill()
+            out = daemon.communicate()[0]
+    assert daemon.returncode == 0, out[-12000:]
+    assert "Thread 0x" in out and "gate.py\", line" in out  # the SIGUSR1 dump: the gate's thread among them
     # the gate is gone with the daemon; the runtime keeps what it had loaded
     assert complete(f"http://127.0.0.1:{gate_port}", "c")[0] is None and r.states()["c"] == "loaded"
