@@ -168,6 +168,43 @@ class Setup:
         self.router.wait(30)
 
 
+#: llama.cpp's log lines that end the phases of a load (the router prefixes its children's lines with ``[port]``)
+PHASES = (("start", "load_model: loading model"), ("weights", "llama threadpool init"),
+          ("context", "llama_server: model loaded"))
+
+
+def log_seconds(stamp: str) -> float | None:
+    """A llama.cpp log time stamp (minutes.seconds.milliseconds.microseconds since the process started).
+
+    >>> log_seconds("0.00.308.147"), log_seconds("1.02.003.000"), log_seconds("x")
+    (0.308147, 62.003, None)
+    """
+    parts = stamp.split(".")
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        return None
+    m, sec, ms, us = map(int, parts)
+    return round(m * 60 + sec + ms / 1e3 + us / 1e6, 6)
+
+
+def child_phases(log: Path, port: int) -> dict[str, float] | None:
+    """Seconds of each phase of the last load by the child on ``port``, from the router's log: ``start`` (process
+    start to opening the model), ``weights`` (mapping and reading the weights), ``context`` (KV cache and compute
+    buffers, up to "model loaded")."""
+    marks: dict[str, float] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if not line.startswith(f"[{port}] "):
+            continue
+        body = line[len(f"[{port}] "):]
+        t = log_seconds(body.split(" ", 1)[0])
+        for phase, text in PHASES:
+            if t is not None and text in body:
+                marks[phase] = t
+    if len(marks) != len(PHASES):
+        return None
+    return {"start": marks["start"], "weights": marks["weights"] - marks["start"],
+            "context": marks["context"] - marks["weights"]}
+
+
 def wake(setup: Setup, name: str, cold: bool) -> tuple[float, float]:
     """(gate's wake-up seconds, request seconds) for one request to the unloaded shard ``name``."""
     if setup.shard(name)["state"] != "unloaded":
@@ -229,8 +266,9 @@ def main() -> None:
                   f"({', '.join(f'{s * 1e3:.0f}' for s in starts)} ms)")
             print(f"   {'cache':<6} {'read s':>8} {'read MB/s':>10} {'wake s':>8} {'wake-start s':>13} "
                   f"{'efficiency':>11} {'request s':>10}")
+            phases_by_cache = {}
             for cold in (True, False):
-                reads, wakes, totals = [], [], []
+                reads, wakes, totals, phases = [], [], [], []
                 for _ in range(args.repeat):
                     if setup.shard("big")["state"] != "unloaded":
                         setup.unload("big")  # a loaded child maps the file: its pages could not be dropped
@@ -240,11 +278,26 @@ def main() -> None:
                     w, t = wake(setup, "big", cold)
                     wakes.append(w)
                     totals.append(t)
+                    child = setup.child("big")
+                    argv = child.cmdline() if child else []
+                    if "--port" in argv[:-1]:
+                        ph = child_phases(work / "router.log", int(argv[argv.index("--port") + 1]))
+                        if ph:
+                            phases.append(ph)
                 r, w, t = statistics.median(reads), statistics.median(wakes), statistics.median(totals)
                 eff = r / max(1e-9, w - start)
                 cf = cached_fraction(big)
                 print(f"   {'cold' if cold else 'warm':<6} {r:8.3f} {size / MB / r:10.0f} {w:8.3f} {w - start:13.3f} "
                       f"{eff:10.0%} {t:10.3f}" + (f"   (after: {cf:.0%} of the file cached)" if cf is not None else ""))
+                if phases:
+                    phases_by_cache["cold" if cold else "warm"] = (r, {k: statistics.median(p[k] for p in phases)
+                                                                       for k in phases[0]})
+            if phases_by_cache:
+                print("   inside the child (llama.cpp's own log, medians): process start to opening the model; the "
+                      "weights (mapped, every page read in); the context (KV cache, compute buffers)")
+                for label, (r, ph) in phases_by_cache.items():
+                    print(f"   {label:<6} start {ph['start']:.3f} s  weights {ph['weights']:.3f} s  context "
+                          f"{ph['context']:.3f} s   read time / weights: {r / max(1e-9, ph['weights']):.0%}")
 
             # 2. added latency of the gate
             setup.unload("big")

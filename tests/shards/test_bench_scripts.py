@@ -1,4 +1,5 @@
-"""The prepared GPU power script is read-only and runs end to end (with a replayed NVML probe here)."""
+"""The prepared GPU power script is read-only and runs end to end (with a replayed NVML probe here); the shard
+bench runs end to end."""
 
 from __future__ import annotations
 
@@ -38,3 +39,17 @@ def test_the_gpu_script_runs_its_four_states(tmp_path, tiny_models):
     assert list(states) == ["no runtime", "loaded, idle", "asleep", "unloaded"]
     assert all(s["samples"] > 0 and s["power_w_mean"] > 0 for s in states.values())
     assert "unloading the idle shard saves" in run.stdout
+
+
+@needs_runtime
+def test_the_shard_bench_runs_its_three_parts():
+    """A short run of bench/shards.py (a 5 MB shard, a few requests), so the harness keeps working; no figure is
+    judged here (benchmarks are not tests)."""
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "shards.py"), "--size-mb", "5", "--requests", "5",
+                          "--repeat", "1"], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    out = run.stdout
+    for part in ("1. wake-up", "2. added latency of the gate", "3. memory given back"):
+        assert part in out, out
+    assert "inside the child" in out and "read time / weights" in out, out  # the child's phases were found
+    assert "warmup = false, repack = false" in out
