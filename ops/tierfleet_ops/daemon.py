@@ -85,6 +85,21 @@ def process_names() -> list[tuple[str, list[str]]]:
     return out
 
 
+
+def from_signal(fn: Any) -> Any:
+    """A signal handler that calls ``fn`` (an ``Event.set``) on a thread of its own.
+
+    Python runs a handler in the main thread between two bytecodes, which can be while that thread holds the
+    lock of the very event the handler sets: inside ``Event.wait``, where the control loop spends its time.
+    ``Event.set`` there waits for a lock its own thread holds, and the daemon never stops (it hung so on
+    SIGTERM, until systemd's kill, which skips the restore). A new thread takes the lock once the main thread
+    lets it go, inside the wait.
+    """
+    def handler(signum: int, _frame: Any) -> None:
+        threading.Thread(target=fn, name=f"signal-{signum}", daemon=True).start()
+
+    return handler
+
 @dataclass
 class DaemonConfig:
     policy_path: str
@@ -494,9 +509,9 @@ class Daemon:
         tick, a dead control server) passes through :meth:`stop`, which puts the recorded
         originals back; an error is then raised again as :class:`FatalError`.
         """
-        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
-        signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
-        signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
+        signal.signal(signal.SIGTERM, from_signal(self.stop_event.set))
+        signal.signal(signal.SIGINT, from_signal(self.stop_event.set))
+        signal.signal(signal.SIGHUP, from_signal(self.reload_requested.set))
         try:
             self.start()
         except ControlError:

@@ -4,13 +4,14 @@ driver reload, policy reload, restore on stop."""
 from __future__ import annotations
 
 import socket
+import threading
 import urllib.request
 
 import pytest
 
 from tierfleet_ops.backends.base import HostContext
 from tierfleet_ops.control import request
-from tierfleet_ops.daemon import Daemon, DaemonConfig
+from tierfleet_ops.daemon import Daemon, DaemonConfig, from_signal
 from tierfleet_ops.errors import ConfigError, ControlError
 from tierfleet_ops.metrics import start_metrics
 from tierfleet_ops.testing.fakenvml import FakeNvml
@@ -240,3 +241,25 @@ def test_run_dry_run_changes_nothing_and_restores_nothing(tmp_path, data_dir):
     assert sorted((p, p.read_text()) for p in root.rglob("*") if p.is_file()) == before
     assert fake.power_limit_mW == 700000 and fake.locked is None
     assert not (tmp_path / "state/state.json").exists()
+
+
+def test_a_signal_arriving_inside_the_stop_events_wait_still_stops_the_daemon():
+    """Python runs a signal handler in the main thread, possibly while it holds the lock of the event the control
+    loop waits on (inside ``Event.wait``). The handler must neither block on that lock nor lose the signal: here
+    the handler runs with the lock held, as it did when a SIGTERM hung the daemon."""
+    ev = threading.Event()
+    handler = from_signal(ev.set)
+    returned = threading.Event()
+
+    def main_thread_in_wait() -> None:
+        with ev._cond:  # what Event.wait holds while it waits
+            handler(15, None)
+            returned.set()
+            assert not ev.is_set()  # not yet: the lock is still held here
+        ev.wait(10)
+
+    t = threading.Thread(target=main_thread_in_wait, daemon=True)
+    t.start()
+    assert returned.wait(5), "the handler blocked on the lock its own thread holds"
+    assert ev.wait(5)  # set as soon as the lock was let go
+    t.join(5)
