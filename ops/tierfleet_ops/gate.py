@@ -69,6 +69,8 @@ RELAY_ABOVE = 1 << 20
 TTL_TICK_S = 0.25
 #: how often a request waiting for room reads the children's slots again, seconds
 BUSY_POLL_S = 0.5
+#: how long a child may take to answer ``GET /slots`` (longer: it counts as busy), seconds
+SLOTS_TIMEOUT_S = 2.0
 #: the router waits this long for a child to stop before it kills it (its stop-timeout default), plus margin
 UNLOAD_WAIT_S = 15.0
 
@@ -282,7 +284,7 @@ class Gate:
         if old == "failed" and state == "unloaded":
             return  # stays failed until retried
         if state != "loaded":
-            self._ports.pop(name, None)
+            self._forget_port(name)
         st.state = state
         if state != old:
             log.info("shard %s: %s -> %s", name, old, state)
@@ -325,7 +327,7 @@ class Gate:
             elif state == "unloaded":
                 if name not in self._started:
                     return  # an earlier child's exit (one killed under a loaded shard), not this load's
-                self._ports.pop(name, None)
+                self._forget_port(name)
                 st.exit_code = exit_code
                 st.state = "unloaded"
                 self._publish()
@@ -337,7 +339,7 @@ class Gate:
         import aiohttp
 
         was = self.runtime_up
-        issued = time.monotonic()
+        issued, generation = time.monotonic(), dict(self._generation)
         try:
             async with self._session.get(self.runtime + "/models", timeout=aiohttp.ClientTimeout(total=5)) as r:
                 text = await r.text() if r.status == 200 else ""
@@ -346,6 +348,7 @@ class Gate:
         if text is None:
             self.runtime_up = False
             for n, st in self.states.items():
+                self._forget_port(n)
                 if n not in self._pending and st.state != "failed":
                     st.state = "unknown"
             if was:
@@ -354,12 +357,12 @@ class Gate:
             return
         models = parse_models(text)
         self.runtime_up = True
-        self._learn_ports(text, dict(self._generation))
         for n in self.specs:
             state, failed = models.get(n, ("unknown", False))
             if n not in models and was is not False:
                 log.warning("shard %s: the runtime does not list it", n)
             self._set(n, state, source="sync", issued=issued)
+        self._learn_ports(text, generation, issued)
         self._publish()
         if was is not True:
             log.info("runtime %s answers", self.runtime)
@@ -374,35 +377,48 @@ class Gate:
         while True:
             await asyncio.sleep(TTL_TICK_S)
             for n, spec in self.specs.items():
-                if n in self._pending or not expired(spec, self.states[n], time.monotonic()):
-                    continue
-                await self._read_slots([n])  # a request sent to the runtime's own port keeps it in use
-                if n not in self._pending and expired(spec, self.states[n], time.monotonic()) and \
-                        not self.states[n].processing:
-                    log.info("shard %s: idle for its ttl (%g s): unloading", n, spec.ttl_s)
-                    self._unload_soon(n)
+                if n not in self._pending and expired(spec, self.states[n], time.monotonic()):
+                    await self._unload_if_idle(n)
+
+    async def _unload_if_idle(self, name: str) -> None:
+        """Unload ``name`` once its TTL has passed and its child shows no slot processing (a request sent to the
+        runtime's own port keeps it in use)."""
+        spec = self.specs[name]
+        await self._read_slots([name])
+        if name not in self._pending and expired(spec, self.states[name], time.monotonic()) and \
+                not self.states[name].processing:
+            log.info("shard %s: idle for its ttl (%g s): unloading", name, spec.ttl_s)
+            self._unload_soon(name)
 
     async def _read_slots(self, names: list[str]) -> None:
         """Read the slots of these shards' children (those whose port is known): a shard with a slot processing is
         busy (:attr:`ShardState.processing`) and counts as used now."""
         import aiohttp
 
-        for n in names:
-            port, st = self._ports.get(n), self.states[n]
-            if port is None or st.state != "loaded":
-                st.processing = 0
-                continue
+        async def one(n: str, port: int) -> None:
+            st = self.states[n]
             try:
                 async with self._session.get(f"http://127.0.0.1:{port}/slots",
-                                             timeout=aiohttp.ClientTimeout(total=2)) as r:
-                    busy = processing_slots(await r.text()) if r.status == 200 else None
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
-                busy = None
+                                             timeout=aiohttp.ClientTimeout(total=SLOTS_TIMEOUT_S)) as r:
+                    busy = processing_slots(await r.text()) if r.status == 200 else 0
+            except asyncio.TimeoutError:
+                busy = max(1, st.processing)  # llama-server answers /slots between two decode steps: it is at work
+            except (aiohttp.ClientError, OSError, ValueError):
+                busy = 0  # the child is gone
             if self._ports.get(n) != port:
-                continue  # reloaded meanwhile: that child's slots say nothing about this one
+                return  # reloaded meanwhile: that child's slots say nothing about this one
             st.processing = busy or 0
             if busy:
                 st.last_used, st.last_used_wall = time.monotonic(), time.time()
+
+        reads = []
+        for n in names:
+            port = self._ports.get(n)
+            if port is None or self.states[n].state != "loaded":
+                self.states[n].processing = 0
+            else:
+                reads.append(one(n, port))
+        await asyncio.gather(*reads)
 
     async def _preload(self) -> None:
         """Load the preloaded (and pinned) shards, pinned first, in the background."""
@@ -448,28 +464,29 @@ class Gate:
         self.states[name].processing = 0
         self._generation[name] = self._generation.get(name, 0) + 1
 
-    def _learn_ports(self, text: str, generation: dict[str, int]) -> None:
-        """Take each loaded shard's child port from a ``GET /models`` answer read when the shards' generations
-        were ``generation`` (a shard that has started loading or unloading since keeps no port from it)."""
+    def _learn_ports(self, text: str, generation: dict[str, int], issued: float) -> None:
+        """Take each loaded shard's child port from a ``GET /models`` answer sent at ``issued`` when the shards'
+        generations were ``generation``: a shard that has started loading or unloading since, or that the runtime
+        has reported on since, keeps no port from it (that child may be gone, and its port another's)."""
         ports = child_ports(text)
         for n in self.specs:
             if n in ports and self.states[n].state == "loaded" and n not in self._pending \
-                    and self._generation.get(n, 0) == generation.get(n, 0):
+                    and self._generation.get(n, 0) == generation.get(n, 0) and self._news.get(n, -1.0) <= issued:
                 self._ports[n] = ports[n]
-            else:
-                self._ports.pop(n, None)
+            elif n in self._ports:
+                self._forget_port(n)
 
     async def _read_ports(self) -> None:
         """Read the router's list once for the ports of the loaded shards' children (after a load)."""
         import aiohttp
 
-        generation = dict(self._generation)
+        issued, generation = time.monotonic(), dict(self._generation)
         try:
             async with self._session.get(self.runtime + "/models", timeout=aiohttp.ClientTimeout(total=5)) as r:
                 text = await r.text() if r.status == 200 else ""
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
             return
-        self._learn_ports(text, generation)
+        self._learn_ports(text, generation, issued)
 
     async def _load(self, name: str, t0: float, post: bool = True) -> None:
         """Ask the router to load ``name`` (marked by :meth:`_begin_load`) and wait for it; raises
@@ -601,11 +618,12 @@ class Gate:
                     st.in_flight += count
                     return
                 if st.state == "loading" or name in self._pending or not self.runtime_up:
+                    fresh = False
                     if not await self._changed(deadline):
                         raise self._timeout(name, count)
                     continue
                 d: Decision = plan_admission(name, self.specs, self.states, self.budget)
-                if d.action in ("evict", "wait") and not fresh and self._ports:
+                if d.action in ("evict", "wait") and not fresh:
                     # room is short: which loaded shards are busy with requests that did not come through here?
                     await self._read_slots([n for n in self.specs if n != name])
                     fresh = True
@@ -628,7 +646,11 @@ class Gate:
                 if d.action == "evict":
                     log.info("%s", d.reason)
                     tasks = [t for t in (self._unload_soon(v, evicted=True) for v in d.victims) if t]
-                    await asyncio.gather(*tasks)
+                    if tasks:
+                        await asyncio.gather(*tasks)
+                    elif not await self._changed(min(deadline, self._loop.time() + BUSY_POLL_S)) and \
+                            self._loop.time() >= deadline:  # none could start (one is still being loaded)
+                        raise self._timeout(name, count, d.reason)
                     continue
                 # d.action == "wait": until a change, or (a shard may be busy outside the gate) the next look at the slots
                 if not await self._changed(min(deadline, self._loop.time() + BUSY_POLL_S)) and \
@@ -650,7 +672,8 @@ class Gate:
         st.in_flight -= 1
         st.last_used, st.last_used_wall = time.monotonic(), time.time()
         if st.in_flight == 0 and spec.ttl_s == 0 and not spec.pinned:
-            self._unload_soon(name)
+            self._tasks.append(asyncio.create_task(self._unload_if_idle(name)))
+            self._tasks = [t for t in self._tasks if not t.done()]
         self._publish()
 
     # --- requests ----------------------------------------------------------------------------
@@ -717,10 +740,12 @@ class Gate:
                     length = up.content_length
                     head, whole = b"", False
                     if not up.headers.get("Content-Type", "").startswith("text/event-stream") and \
-                            (length is None or length <= RELAY_ABOVE):
-                        # answers that are not event streams are read whole up to RELAY_ABOVE, whatever their
-                        # framing (the router sends a completion chunked, in one piece at its end): one write,
-                        # and an error that says the shard's child is gone can be acted on
+                            (up.status >= 400 or (length is None and shard is not None) or
+                             (length is not None and length <= RELAY_ABOVE)):
+                        # errors, small answers and a shard's answers that are not event streams are read whole
+                        # up to RELAY_ABOVE, whatever their framing (llama-server sends a completion chunked, in
+                        # one piece at its end): one write, and an error that says the shard's child is gone can
+                        # be acted on
                         head, whole = await read_bounded(up.content, RELAY_ABOVE)
                     if whole:
                         if shard and lost_child(up.status, head):

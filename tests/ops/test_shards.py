@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -222,3 +223,34 @@ def test_a_daemon_without_shards_never_imports_the_http_library():
             "print('aiohttp' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_gate_takes_a_childs_port_only_from_a_list_newer_than_what_it_knows():
+    """A shard's requests go to the port the router's list gives its child; a list read before the shard started
+    loading or unloading again, or before the runtime's last event for it, could name a child that is gone (and
+    a port another child now has), so it gives no port; a list without the shard loaded takes the port away."""
+    from tierfleet_ops.gate import Gate
+
+    cfg = parse_shards({"mode": "router", "listen": "127.0.0.1:1", "runtime_url": "http://127.0.0.1:2",
+                        "memory_budget_bytes": 10**9, "models": {"a": {"memory_bytes": 1}, "b": {"memory_bytes": 1}}})
+    g = Gate(cfg)
+    listing = json.dumps({"data": [{"id": n, "status": {"value": "loaded", "args": ["x", "--port", str(p)]}}
+                                   for n, p in (("a", 41001), ("b", 41002))]})
+    for n in ("a", "b"):
+        g.states[n].state = "loaded"
+    gen, issued = dict(g._generation), 100.0
+    g._news["b"] = 100.5  # the runtime reported on b after the list was asked for
+    g._learn_ports(listing, gen, issued)
+    assert g._ports == {"a": 41001}
+    g._begin_load("a")  # a reloads: its old child's port is forgotten at once
+    assert g._ports == {} and g.states["a"].state == "loading"
+    g.states["a"].state = "loaded"
+    g._pending.pop("a")
+    g._learn_ports(listing, gen, issued)  # the same old list: a's generation moved on since
+    assert g._ports == {}
+    g._learn_ports(listing, dict(g._generation), 101.0)
+    assert g._ports == {"a": 41001, "b": 41002}
+    g.states["b"].processing = 2
+    g._learn_ports(json.dumps({"data": [{"id": "a", "status": {"value": "loaded", "args": ["--port", "41001"]}}]}),
+                   dict(g._generation), 102.0)
+    assert g._ports == {"a": 41001} and g.states["b"].processing == 0  # b is no longer listed loaded
