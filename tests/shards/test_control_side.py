@@ -60,6 +60,8 @@ def test_inventory_shards_errors_name_the_host_and_key():
         ([{"name": "a", "model": TINY, "context_size": 0}], "shards.0.context_size", "greater than 0"),
         ([{"name": "a"}], "shards.0.model", "missing"),
         ([{"name": "a", "model": TINY, "keep_alive": 1}], "shards.0.keep_alive", "extra inputs"),
+        ([{"name": "a", "model": TINY, "warmup": "maybe"}], "shards.0.warmup", "valid boolean"),
+        ([{"name": "a", "model": TINY, "repack": 2}], "shards.0.repack", "valid boolean"),
         ([{"name": "a", "model": {**TINY, "name": "m" * 120}, "version": "2026.11.1"}], "shards.0",
          "shard a: the release id <name>-<quant>-<version> is 135 characters"),
     ]:
