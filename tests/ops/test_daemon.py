@@ -4,14 +4,16 @@ driver reload, policy reload, restore on stop."""
 from __future__ import annotations
 
 import socket
-import threading
+import subprocess
+import sys
+import textwrap
 import urllib.request
 
 import pytest
 
 from tierfleet_ops.backends.base import HostContext
 from tierfleet_ops.control import request
-from tierfleet_ops.daemon import Daemon, DaemonConfig, from_signal
+from tierfleet_ops.daemon import Daemon, DaemonConfig
 from tierfleet_ops.errors import ConfigError, ControlError
 from tierfleet_ops.metrics import start_metrics
 from tierfleet_ops.testing.fakenvml import FakeNvml
@@ -246,20 +248,29 @@ def test_run_dry_run_changes_nothing_and_restores_nothing(tmp_path, data_dir):
 def test_a_signal_arriving_inside_the_stop_events_wait_still_stops_the_daemon():
     """Python runs a signal handler in the main thread, possibly while it holds the lock of the event the control
     loop waits on (inside ``Event.wait``). The handler must neither block on that lock nor lose the signal: here
-    the handler runs with the lock held, as it did when a SIGTERM hung the daemon."""
-    ev = threading.Event()
-    handler = from_signal(ev.set)
-    returned = threading.Event()
+    the handler runs with the lock held, as it did when a SIGTERM hung the daemon. In a fresh interpreter, as the
+    daemon runs (this test process may have threading patched by gevent, which pyinfra's CLI installs)."""
+    script = textwrap.dedent("""
+        import sys, threading
+        from tierfleet_ops.daemon import from_signal
 
-    def main_thread_in_wait() -> None:
-        with ev._cond:  # what Event.wait holds while it waits
-            handler(15, None)
-            returned.set()
-            assert not ev.is_set()  # not yet: the lock is still held here
-        ev.wait(10)
+        ev = threading.Event()
+        handler = from_signal(ev.set)
+        returned = threading.Event()
 
-    t = threading.Thread(target=main_thread_in_wait, daemon=True)
-    t.start()
-    assert returned.wait(5), "the handler blocked on the lock its own thread holds"
-    assert ev.wait(5)  # set as soon as the lock was let go
-    t.join(5)
+        def main_thread_in_wait():
+            with ev._cond:  # what Event.wait holds while it waits
+                handler(15, None)
+                returned.set()
+                assert not ev.is_set()  # not yet: the lock is still held here
+            ev.wait(10)
+
+        threading.Thread(target=main_thread_in_wait, daemon=True).start()
+        if not returned.wait(5):
+            sys.exit("the handler blocked on the lock its own thread holds")
+        if not ev.wait(5):
+            sys.exit("the event was never set")
+        print("ok")
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stdout + run.stderr
